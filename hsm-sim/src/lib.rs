@@ -20,8 +20,9 @@ pub mod session;
 pub mod store;
 pub mod token;
 
+/// The C ABI layer: the only module allowed `unsafe` code.
 #[allow(unsafe_code)]
-mod ffi;
+pub mod ffi;
 
 pub use config::{Config, SlotConfig, set_config};
 pub use error::{Error, Result};

@@ -60,8 +60,9 @@ pub enum Tpm2Error {
     /// The TPM refused to load a key blob because it was made by another TPM, or under
     /// another parent key.
     #[error(
-        "key blob for {key} was not made by this TPM under this parent key ({rc}); \
-         a blob only loads on the TPM (and hierarchy seed) that created it"
+        "key blob for {key} does not load on this TPM ({rc}): it was made by another TPM or \
+         under another parent key, or it was altered; a blob only loads on the TPM (and \
+         hierarchy seed) that created it"
     )]
     ForeignBlob {
         /// The key.

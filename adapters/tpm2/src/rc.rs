@@ -130,7 +130,7 @@ impl ResponseCode {
             Some(_) => Class::Other,
             None => match self.0 & 0xffff {
                 // NO_CONNECTION, IO_ERROR, TRY_AGAIN from the TCTI or below.
-                8 | 10 | 9 if self.layer() == LAYER_TCTI || self.layer() == LAYER_ESYS => {
+                8..=10 if self.layer() == LAYER_TCTI || self.layer() == LAYER_ESYS => {
                     Class::Unreachable
                 }
                 _ => Class::Other,

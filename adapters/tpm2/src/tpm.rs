@@ -56,7 +56,7 @@ pub(crate) fn algorithms(conn: &mut Connection) -> Result<Vec<Algorithm>, Tpm2Er
         Ok::<_, Tpm2Error>((curves, algs))
     })?;
     let p256 = matches!(&curves, CapabilityData::EccCurves(list)
-        if list.iter().any(|c| *c == tss_esapi::constants::EccCurveIdentifier::NistP256));
+        if list.contains(&tss_esapi::constants::EccCurveIdentifier::NistP256));
     let has = |id| matches!(&algs, CapabilityData::Algorithms(list) if list.find(id).is_some());
     let mut out = Vec::new();
     if p256 && has(AlgorithmIdentifier::Ecc) && has(AlgorithmIdentifier::EcDsa) {
@@ -71,7 +71,8 @@ pub(crate) fn algorithms(conn: &mut Connection) -> Result<Vec<Algorithm>, Tpm2Er
 /// Sends a command until the TPM stops asking for a retry.
 fn retry<T>(op: &'static str, mut f: impl FnMut() -> tss_esapi::Result<T>) -> Result<T, Tpm2Error> {
     let mut delay = Duration::from_millis(5);
-    for attempt in 0.. {
+    let mut attempt = 0;
+    loop {
         match f() {
             Ok(v) => return Ok(v),
             Err(e) => {
@@ -80,13 +81,13 @@ fn retry<T>(op: &'static str, mut f: impl FnMut() -> tss_esapi::Result<T>) -> Re
                     tracing::debug!(op, rc = %rc.map(|r| r.to_string()).unwrap_or_default(), "retrying");
                     thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_millis(200));
+                    attempt += 1;
                     continue;
                 }
                 return Err(Tpm2Error::esapi(op, e));
             }
         }
     }
-    unreachable!("the retry loop returns")
 }
 
 fn wrapper(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> Tpm2Error {
@@ -503,7 +504,7 @@ impl Connection {
                 )
             });
         out.push((
-            "TPM2_Duplicate(new parent = TPM_RH_NULL, no inner wrapper)".into(),
+            "TPM2_Duplicate(new parent = TPM_RH_NULL, no inner wrapper; authPolicy is empty, fixedParent is set)".into(),
             match dup {
                 Ok((_, private, _)) => Ok(private.value().to_vec()),
                 Err(e) => Err(Tpm2Error::esapi("TPM2_Duplicate", e).to_string()),

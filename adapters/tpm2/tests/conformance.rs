@@ -1,4 +1,5 @@
 //! The shared keywarden-vault conformance suite against swtpm.
+#![allow(clippy::expect_used)]
 
 mod common;
 

@@ -90,6 +90,47 @@ fn find<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
     None
 }
 
+/// Every error in the chain, each said once: yubihsm's errors print their kind followed by
+/// their source, which repeats along the chain ("I/O error: I/O error") and may stop short of
+/// the root cause (the OS error).
+pub(crate) fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let shown = err.to_string();
+        let own = match err.source() {
+            Some(src) => vec![
+                shown
+                    .strip_suffix(&format!(": {src}"))
+                    .unwrap_or(&shown)
+                    .to_owned(),
+            ],
+            None => match hidden_description(err) {
+                Some(detail) if !shown.contains(&detail) => vec![shown, detail],
+                _ => vec![shown],
+            },
+        };
+        for part in own {
+            if !part.is_empty() && parts.last() != Some(&part) {
+                parts.push(part);
+            }
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// yubihsm's HTTP client keeps the cause (`Connection refused (os error 111)`) in a private
+/// `description` field that only its `Debug` shows; fish it out, best effort, so an operator
+/// sees why the connector could not be reached.
+fn hidden_description(err: &(dyn StdError + 'static)) -> Option<String> {
+    const MARK: &str = "description: Some(\"";
+    let dbg = format!("{err:?}");
+    let start = dbg.find(MARK)? + MARK.len();
+    let len = dbg[start..].find("\")")?;
+    Some(dbg[start..start + len].to_owned())
+}
+
 /// The device error code in a client error, wherever in the chain it sits.
 pub(crate) fn device_error(e: &client::Error) -> Option<device::ErrorKind> {
     e.device_error()
@@ -163,34 +204,45 @@ pub(crate) fn map(e: &client::Error, cx: &Context<'_>) -> Error {
             | device::ErrorKind::SessionFailed => Error::DeviceUnavailable(format!(
                 "{what}: session lost or no free session on the device ({code}); retry"
             )),
-            _ => Error::backend("yubihsm", code, format!("{what}: {e}")),
+            _ => Error::backend("yubihsm", code, format!("{what}: {}", chain(e))),
         };
     }
     if *e.kind() == client::ErrorKind::AuthenticationError {
         return Error::AuthenticationFailed(format!(
             "{what}: authentication key {} was refused (wrong password, or no such \
-             authentication key): {e}",
-            cx.auth_key_id
+             authentication key): {}",
+            cx.auth_key_id,
+            chain(e)
         ));
     }
     if let Some(c) = find::<connector::Error>(e) {
         return Error::DeviceUnavailable(format!(
-            "{what}: cannot reach the YubiHSM through {}: {c}",
-            cx.backend.trim_start_matches("yubihsm:")
+            "{what}: cannot reach the YubiHSM through {}: {} (is yubihsm-connector running \
+             there, and the device plugged in?)",
+            cx.backend.trim_start_matches("yubihsm:"),
+            chain(c)
         ));
     }
     if let Some(s) = find::<session::Error>(e)
         && *s.kind() == session::ErrorKind::AuthenticationError
     {
         return Error::AuthenticationFailed(format!(
-            "{what}: authentication key {} was refused: {s}",
-            cx.auth_key_id
+            "{what}: authentication key {} was refused: {}",
+            cx.auth_key_id,
+            chain(s)
         ));
     }
     if session_lost(e) {
-        return Error::DeviceUnavailable(format!("{what}: session with the YubiHSM lost: {e}"));
+        return Error::DeviceUnavailable(format!(
+            "{what}: session with the YubiHSM lost: {}",
+            chain(e)
+        ));
     }
-    Error::backend("yubihsm", format!("{:?}", e.kind()), format!("{what}: {e}"))
+    Error::backend(
+        "yubihsm",
+        format!("{:?}", e.kind()),
+        format!("{what}: {}", chain(e)),
+    )
 }
 
 #[cfg(test)]
@@ -250,6 +302,13 @@ mod tests {
             device_code(device::ErrorKind::Unknown { code: 0x42 }),
             "YHR_DEVICE_UNKNOWN_0x42"
         );
+    }
+
+    #[test]
+    fn chains_are_said_once() {
+        let e = from_device(device::ErrorKind::ObjectNotFound);
+        let shown = chain(&e);
+        assert_eq!(shown.matches("object not found").count(), 1, "{shown}");
     }
 
     #[test]

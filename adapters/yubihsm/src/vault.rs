@@ -14,7 +14,9 @@ use crate::caps;
 use crate::config::{Config, ConnectorConfig};
 use crate::device::{Device, Link, Retry};
 use crate::ecdh;
-use crate::error::{ConfigError, device_error};
+#[cfg(not(feature = "usb"))]
+use crate::error::ConfigError;
+use crate::error::device_error;
 
 /// The longest message an Ed25519 key signs: the YubiHSM 2 hashes it inside, so the whole
 /// message travels in one 2048-byte frame (3-byte header, session id, 8-byte MAC, AES-CBC
@@ -69,7 +71,7 @@ fn connector_for(config: &ConnectorConfig) -> Result<Connector> {
             };
             Ok(Connector::usb(&yubihsm::UsbConfig {
                 serial,
-                timeout_ms: yubihsm::connector::usb::DEFAULT_TIMEOUT_MILLIS,
+                timeout_ms: yubihsm::UsbConfig::DEFAULT_TIMEOUT_MILLIS,
             }))
         }
         #[cfg(not(feature = "usb"))]

@@ -17,9 +17,10 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy as EsysHierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Auth, CapabilityData, Digest, EccParameter, EccPoint, EccScheme, HashScheme, HashcheckTicket,
-    KeyDerivationFunctionScheme, Private, Public, PublicBuilder, PublicEccParametersBuilder,
-    Signature as TpmSignature, SignatureScheme, SymmetricDefinitionObject,
+    Auth, CapabilityData, CreateKeyResult, Digest, EccParameter, EccPoint, EccScheme, HashScheme,
+    HashcheckTicket, KeyDerivationFunctionScheme, Private, Public, PublicBuilder,
+    PublicEccParametersBuilder, Signature as TpmSignature, SignatureScheme,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -256,11 +257,19 @@ impl Connection {
                 })?;
                 // libtss2 3.2.1 crashes in Esys_TR_FromTPMPublic under a password session:
                 // run it with no session at all.
-                let object = ctx.execute_without_session(|c| {
-                    retry("Esys_TR_FromTPMPublic", || {
-                        c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+                let object = ctx
+                    .execute_without_session(|c| {
+                        retry("Esys_TR_FromTPMPublic", || {
+                            c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+                        })
                     })
-                })?;
+                    .map_err(|e| match e {
+                        Tpm2Error::Tpm { rc, .. } => Tpm2Error::Config(format!(
+                            "persistent_parent {handle:#010x} cannot be used: {rc} \
+                             (is there a key at that handle? `tpm2_getcap handles-persistent`)"
+                        )),
+                        other => other,
+                    })?;
                 KeyHandle::from(object)
             }
             None => {
@@ -296,11 +305,19 @@ impl Connection {
         algorithm: Algorithm,
     ) -> Result<(Vec<u8>, Vec<u8>, PublicKey), Tpm2Error> {
         let template = child_template(algorithm)?;
-        let parent = self.parent;
-        let ctx = &mut self.ctx;
-        let created = retry("TPM2_Create", || {
-            ctx.create(parent, template.clone(), None, None, None, None)
-        })?;
+        let created = match self.create_once(&template) {
+            // TPM2_Create needs a free object slot too: give back ours and try once more.
+            Err(e)
+                if e.response_code()
+                    .is_some_and(|rc| rc.class() == Class::ObjectMemory) =>
+            {
+                while !self.loaded.is_empty() {
+                    self.evict_oldest();
+                }
+                self.create_once(&template)?
+            }
+            other => other?,
+        };
         let public_key = public_key_of(&created.out_public, algorithm).map_err(|e| {
             Tpm2Error::Internal(format!("TPM2_Create returned a bad public area: {e}"))
         })?;
@@ -309,6 +326,14 @@ impl Connection {
             .marshall()
             .map_err(wrapper("marshal the public area"))?;
         Ok((public, created.out_private.value().to_vec(), public_key))
+    }
+
+    fn create_once(&mut self, template: &Public) -> Result<CreateKeyResult, Tpm2Error> {
+        let parent = self.parent;
+        let ctx = &mut self.ctx;
+        retry("TPM2_Create", || {
+            ctx.create(parent, template.clone(), None, None, None, None)
+        })
     }
 
     /// The handle of a loaded key, loading it (and evicting the least recently used) if needed.

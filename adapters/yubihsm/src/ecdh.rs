@@ -17,8 +17,10 @@
 //! into the `UncompressedPoint` (`serialization/de.rs`, `deserialize_seq`). [`request_data`]
 //! reproduces that layout so the tests can hold it against the specification.
 //!
-//! MockHsm does not implement Derive ECDH (it panics on the command), so these functions are
-//! tested here at the unit level and the conformance suite declares agreement untestable.
+//! MockHsm does not implement Derive ECDH (it panics on the command), so the conformance suite
+//! declares agreement untestable on MockHsm; these functions are tested here at the unit
+//! level, and `tests/ecdh_wire.rs` runs the whole path (the crate's client, HTTP, SCP03) against
+//! a fake YubiHSM 2 that checks the command bytes and answers per the specification.
 
 use keywarden_vault::{Error, KeyKind, PublicKey, Result, SharedSecret};
 use yubihsm::ecdh::UncompressedPoint;

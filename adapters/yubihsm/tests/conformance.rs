@@ -11,9 +11,9 @@ use keywarden_yubihsm::{Config, ConnectorConfig, YubiHsmVault};
 
 /// Why ECDH cannot be checked here.
 const NO_ECDH: &str = "MockHsm (yubihsm 0.42) does not implement Derive ECDH (0x57) and panics on \
-     it; request construction and response parsing are unit-tested against the YubiHSM 2 \
-     command specification in keywarden_yubihsm::ecdh, and the adapter's refusal paths in \
-     tests/behaviour.rs";
+     it; covered instead by unit tests of the request/response against the YubiHSM 2 command \
+     specification (keywarden_yubihsm::ecdh) and end to end against a fake YubiHSM 2 over \
+     HTTP + SCP03, where this same check passes (tests/ecdh_wire.rs)";
 
 /// A fresh MockHsm, in process.
 async fn harness() -> Harness {

@@ -640,10 +640,8 @@ impl Module {
         }
         let t = read(self.token(s.slot))?;
         let o = t.object(key).map_err(key_handle)?;
-        if o.class() != CKO_PRIVATE_KEY {
-            return Err(Error::KeyTypeInconsistent);
-        }
-        if !o.attrs.get_bool(CKA_SIGN) {
+        // A public key has no CKA_SIGN: not permitted, as SoftHSM2 answers.
+        if !o.attrs.get_bool(CKA_SIGN) || o.class() != CKO_PRIVATE_KEY {
             return Err(Error::KeyFunctionNotPermitted);
         }
         let m = sig_mech(mech)?;
@@ -684,8 +682,10 @@ impl Module {
             return Err(Error::OperationNotInitialized);
         };
         if *mech != SigMech::EcdsaSha256 {
+            // Single-part mechanism: the standard names no code; SoftHSM2 ends the operation
+            // and answers CKR_OPERATION_NOT_INITIALIZED, and so does hsm-sim.
             st.op = None;
-            return Err(Error::FunctionNotSupported);
+            return Err(Error::OperationNotInitialized);
         }
         hash.get_or_insert_with(Sha256::default).update(data);
         Ok(())
@@ -720,10 +720,7 @@ impl Module {
         }
         let t = read(self.token(s.slot))?;
         let o = t.object(key).map_err(key_handle)?;
-        if o.class() != CKO_PUBLIC_KEY {
-            return Err(Error::KeyTypeInconsistent);
-        }
-        if !o.attrs.get_bool(CKA_VERIFY) {
+        if !o.attrs.get_bool(CKA_VERIFY) || o.class() != CKO_PUBLIC_KEY {
             return Err(Error::KeyFunctionNotPermitted);
         }
         let m = sig_mech(mech)?;
@@ -757,7 +754,7 @@ impl Module {
         };
         if *mech != SigMech::EcdsaSha256 {
             st.op = None;
-            return Err(Error::FunctionNotSupported);
+            return Err(Error::OperationNotInitialized);
         }
         hash.get_or_insert_with(Sha256::default).update(data);
         Ok(())

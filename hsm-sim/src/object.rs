@@ -432,8 +432,8 @@ pub fn derived_secret(template: &[Attr], base: &Object, z: Zeroizing<Vec<u8>>) -
         Some(l) if l == 0 || l as usize > z.len() => return Err(Error::TemplateInconsistent),
         Some(l) => l as usize,
     };
-    // CKD_NULL with a shorter key: the leading bytes of Z, as SoftHSM2 and the standard do.
-    let secret = Zeroizing::new(z[..len].to_vec());
+    // CKD_NULL with a shorter key: the trailing bytes of Z (what SoftHSM2 and kryoptic do).
+    let secret = Zeroizing::new(z[z.len() - len..].to_vec());
     let rest: Vec<Attr> = template.iter().filter(|a| a.ty != CKA_VALUE_LEN).cloned().collect();
     let mut m = apply(CKO_SECRET_KEY, kt, &secret_defaults(), &rest, &[CKA_VALUE])?;
     m.set_bool(CKA_LOCAL, false);

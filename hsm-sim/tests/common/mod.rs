@@ -242,6 +242,12 @@ impl Raw {
         unsafe { self.f.C_GetSessionInfo.unwrap()(h, &mut i) }
     }
 
+    /// `C_CloseAllSessions`'s return value.
+    pub fn close_all(&self, slot: CK_SLOT_ID) -> CK_RV {
+        // SAFETY: plain value arguments.
+        unsafe { self.f.C_CloseAllSessions.unwrap()(slot) }
+    }
+
     /// `C_CloseSession`'s return value.
     pub fn close(&self, h: CK_SESSION_HANDLE) -> CK_RV {
         // SAFETY: plain value arguments.

@@ -71,7 +71,8 @@ pub enum ConnectorConfig {
     Http {
         /// The connector's URL, e.g. `http://127.0.0.1:12345`.
         url: String,
-        /// Request timeout in milliseconds.
+        /// Request timeout in milliseconds. Passed to the yubihsm crate, whose 0.42 HTTP client
+        /// does not use it yet (it has a fixed 20-second timeout).
         #[serde(default = "default_http_timeout")]
         timeout_ms: u64,
     },

@@ -216,10 +216,16 @@ pub(crate) fn map(e: &client::Error, cx: &Context<'_>) -> Error {
         ));
     }
     if let Some(c) = find::<connector::Error>(e) {
+        let through = cx.backend.trim_start_matches("yubihsm:");
+        let hint = if through.starts_with("http") {
+            "is yubihsm-connector running there, with the device plugged in?"
+        } else if through.starts_with("usb") {
+            "is a YubiHSM 2 plugged in, and may this user open it (udev rules)?"
+        } else {
+            "retry later"
+        };
         return Error::DeviceUnavailable(format!(
-            "{what}: cannot reach the YubiHSM through {}: {} (is yubihsm-connector running \
-             there, and the device plugged in?)",
-            cx.backend.trim_start_matches("yubihsm:"),
+            "{what}: cannot reach the YubiHSM through {through}: {} ({hint})",
             chain(c)
         ));
     }

@@ -25,6 +25,19 @@
 //!   naming the connector; the device's own code (`YHR_…`) is in the message or in
 //!   `Error::Backend`.
 //!
+//! ## Limits worth knowing
+//!
+//! - The yubihsm crate has no way to close a session from a `Client`, and its `Session` is not
+//!   closed on drop (despite its documentation): when a vault is dropped, or a lost session is
+//!   replaced, the device frees the slot after its 30-second idle timeout. A YubiHSM 2 has 16
+//!   session slots.
+//! - The HTTP connector of yubihsm 0.42 ignores `timeout_ms`: it connects, reads and writes
+//!   with its own 20-second timeout, so a hung connector holds the device thread (and every
+//!   queued call) for up to 20 seconds before `DeviceUnavailable`.
+//! - Derive ECDH is behind the crate's `untested` feature and MockHsm lacks it; see [`ecdh`] for
+//!   what was checked against the specification, and `tests/ecdh_wire.rs` for the end-to-end
+//!   test against a fake device.
+//!
 //! The yubihsm crate is on the previous RustCrypto generation (p256 0.13); keys and signatures
 //! cross into keywarden's types (p256 0.14) as bytes only.
 #![forbid(unsafe_code)]

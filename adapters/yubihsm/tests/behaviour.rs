@@ -320,6 +320,28 @@ async fn unreachable_connector_is_device_unavailable() {
     assert!(e.to_string().contains("https is not supported"), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_never_prints_the_password() {
+    let connector = Connector::mockhsm();
+    let vault = YubiHsmVault::open_with_connector(&common::mock_config(), connector)
+        .await
+        .unwrap();
+    let shown = format!("{vault:?} {vault:#?} {:?}", vault.info());
+    assert!(shown.contains("yubihsm:mockhsm"), "{shown}");
+    assert!(!shown.contains(common::MOCK_PASSWORD), "{shown}");
+}
+
+/// No YubiHSM 2 is plugged into a test machine: opening one over USB is a clear, retryable
+/// error, not a panic.
+#[cfg(feature = "usb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usb_without_a_device_is_device_unavailable() {
+    let config = Config::new(ConnectorConfig::Usb { serial: None }, "password");
+    let e = YubiHsmVault::open(&config).await.unwrap_err();
+    assert!(matches!(e, Error::DeviceUnavailable(_)), "{e:?}");
+    assert!(e.to_string().contains("yubihsm:usb"), "{e}");
+}
+
 #[cfg(not(feature = "usb"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usb_without_the_feature_says_so() {

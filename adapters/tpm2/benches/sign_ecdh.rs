@@ -221,7 +221,13 @@ fn bench(c: &mut Criterion) {
     let rounds = 30;
     let batch = 100;
     let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut pings = Vec::new();
     for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..batch {
+            rt.block_on(vault.ping()).unwrap();
+        }
+        pings.push(t.elapsed() / batch);
         let t = Instant::now();
         for _ in 0..batch {
             black_box(rt.block_on(vault.sign(&signer.key_ref, MESSAGE)).unwrap());
@@ -255,6 +261,10 @@ fn bench(c: &mut Criterion) {
         median(&mut da),
     );
     println!("interleaved medians ({rounds} rounds of {batch} operations per side):");
+    println!(
+        "  worker queue round trip (no TPM command): {:.1} µs",
+        median(&mut pings).as_secs_f64() * 1e6
+    );
     for (op, v, d) in [("sign", vs, ds), ("ecdh", va, da)] {
         println!(
             "  {op}: keywarden-tpm2 {:.1} µs/op ({:.0}/s), tss-esapi direct {:.1} µs/op ({:.0}/s), ratio {:.3}",

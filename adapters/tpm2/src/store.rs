@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use keywarden_vault::{Algorithm, KeyRef};
@@ -50,7 +51,13 @@ pub(crate) struct KeyStore {
 impl KeyStore {
     /// Opens (creating if needed) the key directory.
     pub(crate) fn open(dir: &Path) -> Result<Self, Tpm2Error> {
-        fs::create_dir_all(dir).map_err(|e| Tpm2Error::io("create the key directory", dir, e))?;
+        // Owner-only: the private areas are encrypted by the TPM, but labels and the set of
+        // keys are nobody else's business.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Tpm2Error::io("create the key directory", dir, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -84,7 +91,11 @@ impl KeyStore {
             .map_err(|e| Tpm2Error::Internal(format!("encode key file: {e}")))?;
         let tmp = self.dir.join(format!(".{key}.{EXTENSION}.tmp"));
         let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             drop(f);
@@ -176,4 +187,49 @@ fn decode(bytes: &[u8]) -> Result<StoredKey, String> {
         public,
         private,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn files_are_owner_only_and_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let store = KeyStore::open(&dir).unwrap();
+        let key = KeyStore::new_ref().unwrap();
+        let stored = StoredKey {
+            algorithm: Algorithm::EcdhP256,
+            label: "perm".into(),
+            public: vec![1, 2, 3],
+            private: vec![4, 5],
+        };
+        store.write(&key, &stored).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(format!("{key}.{EXTENSION}"))), 0o600);
+        let back = store.read(&key).unwrap();
+        assert_eq!(
+            (
+                back.algorithm,
+                back.label.as_str(),
+                back.public,
+                back.private
+            ),
+            (Algorithm::EcdhP256, "perm", vec![1, 2, 3], vec![4, 5])
+        );
+        assert_eq!(store.refs().unwrap(), vec![key.clone()]);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        store.remove(&key).unwrap();
+        assert!(matches!(store.read(&key), Err(Tpm2Error::KeyNotFound(_))));
+        assert!(matches!(store.remove(&key), Err(Tpm2Error::KeyNotFound(_))));
+        // A reference of another length never names a file.
+        let odd = KeyRef::new(vec![0u8; 3]);
+        assert!(matches!(store.read(&odd), Err(Tpm2Error::KeyNotFound(_))));
+    }
 }

@@ -31,15 +31,38 @@ pub fn load(path: &Path) -> Result<Pkcs11, Error> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => {
-            return Err(Error::ModuleLoad {
-                path: path.to_path_buf(),
-                reason: format!("C_Initialize: {}", Error::ck(e)),
-            });
-        }
-    }
+    initialize(&ctx, path)?;
     modules.insert(canonical, ctx.clone());
     Ok(ctx)
+}
+
+/// The name under which [`load_self`] registers the running executable's own module.
+pub const SELF_MODULE: &str = "<self>";
+
+/// The PKCS#11 module linked into the running executable (`C_GetFunctionList` exported by the
+/// binary itself, as keywarden does with its embedded hsm-sim token).
+pub fn load_self() -> Result<Pkcs11, Error> {
+    let key = PathBuf::from(SELF_MODULE);
+    let modules = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut modules = modules.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = modules.get(&key) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new_from_self().map_err(|e| Error::ModuleLoad {
+        path: key.clone(),
+        reason: format!("{e} (is C_GetFunctionList exported by this executable?)"),
+    })?;
+    initialize(&ctx, &key)?;
+    modules.insert(key, ctx.clone());
+    Ok(ctx)
+}
+
+fn initialize(ctx: &Pkcs11, path: &Path) -> Result<(), Error> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(Error::ModuleLoad {
+            path: path.to_path_buf(),
+            reason: format!("C_Initialize: {}", Error::ck(e)),
+        }),
+    }
 }

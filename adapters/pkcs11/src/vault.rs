@@ -76,6 +76,12 @@ impl Pkcs11Vault {
     /// call it inside `spawn_blocking`.
     pub fn open(config: Pkcs11Config) -> Result<Self, Error> {
         let ctx = module::load(&config.module)?;
+        Self::open_with(ctx, config)
+    }
+
+    /// Like [`open`](Self::open), on a context the caller already has (e.g.
+    /// [`module::load_self`]); `config.module` is then only informational.
+    pub fn open_with(ctx: Pkcs11, config: Pkcs11Config) -> Result<Self, Error> {
         let (slot, token) = find_token(&ctx, &config.token)?;
         let pin = config.pin.resolve()?;
         let size = pool_size(&ctx, slot, config.max_sessions)?;

@@ -1,0 +1,527 @@
+//! `keywarden`: the key service and its command-line client.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keywarden::client::Client;
+use keywarden::proto::v1 as pb;
+use keywarden::service::{audit, config, policy, server};
+use keywarden_vault::{Algorithm, PublicKey, Signature};
+
+#[derive(Parser)]
+#[command(
+    name = "keywarden",
+    version,
+    about = "HSM-backed key service: keys stay in hardware, callers get handles"
+)]
+struct Cli {
+    /// The service socket (default: $KEYWARDEN_SOCKET, else <data dir>/keywarden.sock).
+    #[arg(long, global = true, env = "KEYWARDEN_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the key service.
+    Serve {
+        /// TOML configuration file (default: everything in $KEYWARDEN_HOME or ./.keywarden).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Validate the configuration (open backends, parse policies) and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Manage and use keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Cedar policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key owned by the caller.
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["ecdsa-p256", "ecdh-p256", "ed25519"])]
+        alg: String,
+        #[arg(long)]
+        backend: Option<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys.
+    List {
+        /// Include destroyed keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one key.
+    Show { name: String },
+    /// Print a public key.
+    Public {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+        #[arg(long, value_enum, default_value_t = PublicFormat::Pem)]
+        format: PublicFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a file with the newest version.
+    Sign {
+        name: String,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// ECDSA: der (default, what OpenSSL verifies) or raw r||s. Ed25519 is always raw.
+        #[arg(long, value_enum, default_value_t = SigFormat::Der)]
+        format: SigFormat,
+    },
+    /// Verify a signature against every version of a key.
+    Verify {
+        name: String,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        signature: PathBuf,
+    },
+    /// Add a version; new signatures use it, old ones still verify.
+    Rotate { name: String },
+    /// Refuse all use of a key until it is enabled again.
+    Disable { name: String },
+    /// Allow use of a disabled key again.
+    Enable { name: String },
+    /// Destroy a disabled key's HSM objects; the registry keeps a tombstone.
+    Destroy { name: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; names the first broken or missing line.
+    Verify {
+        /// The log (default: <data dir>/audit.log).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy directory against the schema.
+    Check(PolicyDir),
+}
+
+#[derive(Args)]
+struct PolicyDir {
+    /// The directory (default: <data dir>/policies).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PublicFormat {
+    Pem,
+    Der,
+    Raw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SigFormat {
+    Der,
+    Raw,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("label {s:?} must be key=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let reason: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", reason.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn socket_path(cli: &Cli) -> PathBuf {
+    cli.socket
+        .clone()
+        .unwrap_or_else(|| config::default_socket(&config::default_data_dir()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Serve {
+            config: path,
+            check_config,
+        } => serve(path.as_deref(), *check_config, cli.socket.clone()).await,
+        Command::Key(cmd) => {
+            let client = Client::connect(&socket_path(&cli)).await?;
+            key(&client, cmd, cli.json).await
+        }
+        Command::Audit(AuditCommand::Verify { file }) => {
+            let path = file
+                .clone()
+                .unwrap_or_else(|| config::default_data_dir().join("audit.log"));
+            let v = audit::verify(&path)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "lines": v.lines, "trailing_partial_bytes": v.trailing_partial})
+                );
+            } else {
+                println!(
+                    "audit log {}: {} lines, chain intact",
+                    path.display(),
+                    v.lines
+                );
+                if v.trailing_partial > 0 {
+                    println!(
+                        "note: {} bytes after the last complete line (a write cut short by a crash)",
+                        v.trailing_partial
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Check(PolicyDir { dir })) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| config::default_data_dir().join("policies"));
+            let schema = policy::schema()?;
+            let (set, files) = policy::load_dir(&dir, &schema)?;
+            let n = set.policies().count();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "policies": n, "files": files})
+                );
+            } else {
+                println!(
+                    "{}: {n} policies in {} files validate against the schema",
+                    dir.display(),
+                    files.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(path: Option<&Path>, check: bool, socket: Option<PathBuf>) -> Result<()> {
+    let mut config = config::Config::load(path)?;
+    if let Some(s) = socket {
+        config.socket = s;
+    }
+    if check {
+        server::build(&config).await?;
+        println!("configuration OK: {}", server::describe(&config));
+        return Ok(());
+    }
+    server::run(config).await?;
+    Ok(())
+}
+
+fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match out {
+        Some(p) => {
+            std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display()))
+        }
+        None => {
+            std::io::stdout().write_all(bytes)?;
+            Ok(())
+        }
+    }
+}
+
+fn time_text(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn key_json(k: &pb::Key) -> serde_json::Value {
+    serde_json::json!({
+        "name": k.name,
+        "algorithm": k.algorithm,
+        "backend": k.backend,
+        "owner_uid": k.owner_uid,
+        "labels": k.labels.iter().collect::<BTreeMap<_, _>>(),
+        "state": k.state,
+        "created_at": time_text(k.created_at),
+        "expires_at": k.expires_at.map(time_text),
+        "versions": k.versions.iter().map(|v| serde_json::json!({
+            "version": v.version,
+            "state": v.state,
+            "created_at": time_text(v.created_at),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_key(k: &pb::Key, json: bool) {
+    if json {
+        println!("{}", key_json(k));
+        return;
+    }
+    let sorted: BTreeMap<_, _> = k.labels.iter().collect();
+    let labels: Vec<String> = sorted.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    let latest = k
+        .versions
+        .iter()
+        .rev()
+        .find(|v| v.state == "ready")
+        .map_or(0, |v| v.version);
+    println!(
+        "{}\t{}\t{}\tv{}\towner={}\tbackend={}{}{}",
+        k.name,
+        k.algorithm,
+        k.state,
+        latest,
+        k.owner_uid,
+        k.backend,
+        if labels.is_empty() {
+            String::new()
+        } else {
+            format!("\t{}", labels.join(","))
+        },
+        k.expires_at
+            .map(|t| format!("\texpires={}", time_text(t)))
+            .unwrap_or_default(),
+    );
+}
+
+async fn key(client: &Client, cmd: &KeyCommand, json: bool) -> Result<()> {
+    let mut rpc = client.rpc();
+    let name_req = |n: &str| pb::KeyName { name: n.to_owned() };
+    match cmd {
+        KeyCommand::Create {
+            name,
+            alg,
+            backend,
+            labels,
+            expires,
+        } => {
+            let expires_at = match expires {
+                None => None,
+                Some(s) => Some(
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .with_context(|| format!("--expires {s:?} is not an RFC 3339 time"))?
+                        .unix_timestamp(),
+                ),
+            };
+            let k = rpc
+                .create_key(pb::CreateKeyRequest {
+                    name: name.clone(),
+                    algorithm: alg.clone(),
+                    backend: backend.clone().unwrap_or_default(),
+                    labels: labels.iter().cloned().collect(),
+                    expires_at,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_key(&k, json);
+        }
+        KeyCommand::List { all } => {
+            let keys = rpc
+                .list_keys(pb::ListKeysRequest {
+                    include_destroyed: *all,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .keys;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(keys.iter().map(key_json).collect())
+                );
+            } else {
+                for k in &keys {
+                    print_key(k, false);
+                }
+            }
+        }
+        KeyCommand::Show { name } => {
+            let k = rpc
+                .get_key(name_req(name))
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_key(&k, json);
+        }
+        KeyCommand::Public {
+            name,
+            version,
+            format,
+            out,
+        } => {
+            let pk = rpc
+                .get_public_key(pb::GetPublicKeyRequest {
+                    name: name.clone(),
+                    version: *version,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let key = PublicKey::from_spki_der(&pk.spki_der)?;
+            let bytes = match format {
+                PublicFormat::Pem => key.to_pem().into_bytes(),
+                PublicFormat::Der => key.to_spki_der(),
+                PublicFormat::Raw => key.as_bytes().to_vec(),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": pk.name, "version": pk.version, "algorithm": pk.algorithm, "pem": key.to_pem()})
+                );
+            } else {
+                write_out(out.as_deref(), &bytes)?;
+            }
+        }
+        KeyCommand::Sign {
+            name,
+            input,
+            out,
+            format,
+        } => {
+            let message =
+                std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+            let r = rpc
+                .sign(pb::SignRequest {
+                    name: name.clone(),
+                    message,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let algorithm: Algorithm = r.algorithm.parse()?;
+            let sig = Signature::from_bytes(algorithm, &r.signature)?;
+            let bytes = match (algorithm, format) {
+                (Algorithm::EcdsaP256Sha256, SigFormat::Der) => sig.to_der().unwrap_or_default(),
+                _ => sig.as_bytes().to_vec(),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "version": r.version, "algorithm": r.algorithm, "signature_hex": hex::encode(&bytes)})
+                );
+                if let Some(p) = out {
+                    write_out(Some(p), &bytes)?;
+                }
+            } else {
+                write_out(out.as_deref(), &bytes)?;
+            }
+        }
+        KeyCommand::Verify {
+            name,
+            input,
+            signature,
+        } => {
+            let message =
+                std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+            let signature = std::fs::read(signature)
+                .with_context(|| format!("cannot read {}", signature.display()))?;
+            let r = rpc
+                .verify(pb::VerifyRequest {
+                    name: name.clone(),
+                    message,
+                    signature,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": r.valid, "version": r.version})
+                );
+            } else if r.valid {
+                println!("valid (version {})", r.version);
+            }
+            if !r.valid {
+                bail!("signature does not verify with any version of key {name:?}");
+            }
+        }
+        KeyCommand::Rotate { name } => print_key(
+            &rpc.rotate_key(name_req(name))
+                .await
+                .map_err(status)?
+                .into_inner(),
+            json,
+        ),
+        KeyCommand::Disable { name } => print_key(
+            &rpc.disable_key(name_req(name))
+                .await
+                .map_err(status)?
+                .into_inner(),
+            json,
+        ),
+        KeyCommand::Enable { name } => print_key(
+            &rpc.enable_key(name_req(name))
+                .await
+                .map_err(status)?
+                .into_inner(),
+            json,
+        ),
+        KeyCommand::Destroy { name } => print_key(
+            &rpc.destroy_key(name_req(name))
+                .await
+                .map_err(status)?
+                .into_inner(),
+            json,
+        ),
+    }
+    Ok(())
+}
+
+/// A service error as one line.
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}

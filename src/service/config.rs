@@ -1,0 +1,286 @@
+//! The service configuration: a TOML file (`--config`), or defaults that need nothing.
+//!
+//! ```toml
+//! data_dir = "/var/lib/keywarden"          # default: $KEYWARDEN_HOME or ./.keywarden
+//! socket = "/run/keywarden/keywarden.sock" # default: $KEYWARDEN_SOCKET or <data_dir>/keywarden.sock
+//! socket_mode = "0660"
+//! registry = "sqlite:/var/lib/keywarden/registry.db"
+//! audit_log = "/var/log/keywarden/audit.log"
+//! audit_fsync = false
+//! policy_dir = "/etc/keywarden/policies"
+//! default_backend = "hsm"
+//!
+//! [backends.hsm]
+//! kind = "pkcs11"
+//! module = "/usr/lib/softhsm/libsofthsm2.so"
+//! token = { label = "keywarden" }
+//! pin = { file = "/etc/keywarden/pin" }
+//!
+//! [backends.sim]
+//! kind = "sim"            # the embedded hsm-sim token, kept in <data_dir>/hsm-sim
+//! ```
+//!
+//! Unknown fields are errors that name the line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use keywarden_pkcs11::Pkcs11Config;
+use serde::Deserialize;
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {}: {reason}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file does not parse (the message names line and column).
+    #[error("config file {}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the line.
+        reason: String,
+    },
+    /// A value is inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// One backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// The embedded hsm-sim token.
+    Sim {
+        /// Token directory (default `<data_dir>/hsm-sim`).
+        #[serde(default)]
+        token_dir: Option<PathBuf>,
+    },
+    /// Any PKCS#11 module.
+    Pkcs11(Pkcs11Config),
+}
+
+impl BackendConfig {
+    /// `sim` or `pkcs11`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sim { .. } => "sim",
+            Self::Pkcs11(_) => "pkcs11",
+        }
+    }
+}
+
+/// The file as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    socket_mode: Option<String>,
+    registry: Option<String>,
+    audit_log: Option<PathBuf>,
+    #[serde(default)]
+    audit_fsync: bool,
+    policy_dir: Option<PathBuf>,
+    default_backend: Option<String>,
+    #[serde(default)]
+    backends: BTreeMap<String, BackendConfig>,
+}
+
+/// The resolved configuration: every path decided.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory (registry, audit log, policies, the sim token by default).
+    pub data_dir: PathBuf,
+    /// The Unix socket.
+    pub socket: PathBuf,
+    /// The socket's permission bits.
+    pub socket_mode: u32,
+    /// Registry location: `sqlite:<path>`.
+    pub registry: String,
+    /// The audit log.
+    pub audit_log: PathBuf,
+    /// fsync every audit line.
+    pub audit_fsync: bool,
+    /// The policy directory.
+    pub policy_dir: PathBuf,
+    /// The backend for keys created without one.
+    pub default_backend: String,
+    /// Every backend by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+/// The data directory from `$KEYWARDEN_HOME`, else `./.keywarden`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("KEYWARDEN_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".keywarden"))
+}
+
+/// The socket from `$KEYWARDEN_SOCKET`, else `<data_dir>/keywarden.sock`.
+pub fn default_socket(data_dir: &Path) -> PathBuf {
+    std::env::var_os("KEYWARDEN_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("keywarden.sock"))
+}
+
+impl Config {
+    /// Reads `path`, or uses the defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match path {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    reason: e.to_string().trim().replace('\n', " "),
+                })?
+            }
+        };
+        Self::resolve(file)
+    }
+
+    /// Parses TOML text (for tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        Self::resolve(file)
+    }
+
+    fn resolve(file: FileConfig) -> Result<Self, ConfigError> {
+        let data_dir = file.data_dir.unwrap_or_else(default_data_dir);
+        let socket = file.socket.unwrap_or_else(|| default_socket(&data_dir));
+        let socket_mode = match file.socket_mode {
+            None => 0o660,
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "socket_mode {m:?} is not an octal mode like \"0660\""
+                    ))
+                })?,
+        };
+        let registry = file
+            .registry
+            .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("registry.db").display()));
+        if !registry.starts_with("sqlite:") {
+            return Err(ConfigError::Invalid(format!(
+                "registry {registry:?}: only sqlite:<path> is supported by this build"
+            )));
+        }
+        let mut backends = file.backends;
+        if backends.is_empty() {
+            backends.insert("sim".into(), BackendConfig::Sim { token_dir: None });
+        }
+        let default_backend = match file.default_backend {
+            Some(b) => b,
+            None if backends.len() == 1 => backends.keys().next().cloned().unwrap_or_default(),
+            None if backends.contains_key("sim") => "sim".into(),
+            None => {
+                return Err(ConfigError::Invalid(
+                    "several backends are configured: name one as default_backend".into(),
+                ));
+            }
+        };
+        if !backends.contains_key(&default_backend) {
+            return Err(ConfigError::Invalid(format!(
+                "default_backend {default_backend:?} is not among the backends ({})",
+                backends.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if backends
+            .values()
+            .filter(|b| matches!(b, BackendConfig::Sim { .. }))
+            .count()
+            > 1
+        {
+            return Err(ConfigError::Invalid(
+                "at most one sim backend per service".into(),
+            ));
+        }
+        Ok(Self {
+            audit_log: file.audit_log.unwrap_or_else(|| data_dir.join("audit.log")),
+            policy_dir: file.policy_dir.unwrap_or_else(|| data_dir.join("policies")),
+            audit_fsync: file.audit_fsync,
+            data_dir,
+            socket,
+            socket_mode,
+            registry,
+            default_backend,
+            backends,
+        })
+    }
+
+    /// The SQLite path of the registry.
+    pub fn registry_path(&self) -> PathBuf {
+        PathBuf::from(self.registry.trim_start_matches("sqlite:"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::from_toml("data_dir = \"/tmp/kw\"").unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/kw/keywarden.sock"));
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.default_backend, "sim");
+        assert_eq!(c.registry_path(), PathBuf::from("/tmp/kw/registry.db"));
+    }
+
+    #[test]
+    fn unknown_field_names_the_line() {
+        let e = Config::from_toml("data_dir = \"/tmp/kw\"\nsokcet = \"/x\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("sokcet"), "{msg}");
+    }
+
+    #[test]
+    fn pkcs11_backend_parses_and_unknown_backend_fields_are_refused() {
+        let c = Config::from_toml(
+            r#"
+default_backend = "hsm"
+[backends.hsm]
+kind = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token = { label = "kw" }
+pin = { env = "KW_PIN" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.backends["hsm"].kind(), "pkcs11");
+        let e = Config::from_toml("[backends.x]\nkind = \"sim\"\ncolour = 1\n").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = Config::from_toml("[backends.x]\nkind = \"quantum\"\n").unwrap_err();
+        assert!(e.to_string().contains("quantum"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let e = Config::from_toml("socket_mode = \"rw\"").unwrap_err();
+        assert!(e.to_string().contains("not an octal mode"), "{e}");
+        let e = Config::from_toml("default_backend = \"nope\"").unwrap_err();
+        assert!(
+            e.to_string().contains("not among the backends (sim)"),
+            "{e}"
+        );
+        let e = Config::from_toml("registry = \"mysql://x\"").unwrap_err();
+        assert!(e.to_string().contains("only sqlite"), "{e}");
+    }
+}

@@ -1,0 +1,71 @@
+//! Who is calling: what the kernel says about the peer of a Unix socket, never what the client
+//! says about itself.
+
+use serde::Serialize;
+
+/// A caller, identified by the kernel (`SO_PEERCRED`) and `/proc/<pid>/exe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Process id (0 if the kernel did not report one).
+    pub pid: i32,
+    /// The executable, or `unknown` if it cannot be read.
+    pub exe: String,
+}
+
+impl Caller {
+    /// Builds a caller from peer credentials.
+    pub fn from_peer(uid: u32, gid: u32, pid: Option<i32>) -> Self {
+        let pid = pid.unwrap_or(0);
+        let exe = if pid > 0 {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into())
+        } else {
+            "unknown".into()
+        };
+        Self { uid, gid, pid, exe }
+    }
+
+    /// This process, for in-process use (benchmarks, embedded service).
+    pub fn this_process() -> Self {
+        Self::from_peer(
+            current_uid(),
+            current_gid(),
+            i32::try_from(std::process::id()).ok(),
+        )
+    }
+}
+
+/// The effective uid of this process.
+pub fn current_uid() -> u32 {
+    // Reads /proc/self/status ("Uid:\treal\teffective…") to stay free of unsafe code.
+    proc_status_field("Uid:").unwrap_or(u32::MAX)
+}
+
+/// The effective gid of this process.
+pub fn current_gid() -> u32 {
+    proc_status_field("Gid:").unwrap_or(u32::MAX)
+}
+
+fn proc_status_field(name: &str) -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_read_from_the_kernel() {
+        let me = Caller::this_process();
+        assert_eq!(me.pid, i32::try_from(std::process::id()).unwrap());
+        assert!(me.exe.contains("keywarden"), "{me:?}");
+        assert_ne!(me.uid, u32::MAX);
+    }
+}

@@ -1,0 +1,210 @@
+//! Putting the service on a Unix socket: start-up, signals, shutdown.
+
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use keywarden_registry::SqliteRegistry;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::proto::v1::key_service_server::KeyServiceServer;
+use crate::service::api::{Api, MAX_REQUEST_BYTES};
+use crate::service::audit::AuditLog;
+use crate::service::backends::{self, sim_pin_path};
+use crate::service::config::{BackendConfig, Config};
+use crate::service::identity::current_uid;
+use crate::service::policy::{DEFAULT_POLICIES, Policy};
+use crate::service::{Service, ServiceError};
+
+/// Start-up and serving errors, each naming the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory could not be prepared.
+    #[error("data directory {}: {reason}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A backend did not open.
+    #[error(transparent)]
+    Backend(#[from] backends::BackendError),
+    /// The registry did not open.
+    #[error("registry: {0}")]
+    Registry(#[from] keywarden_registry::Error),
+    /// The policies are invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::service::policy::PolicyError),
+    /// The audit log is unusable.
+    #[error(transparent)]
+    Audit(#[from] crate::service::audit::AuditError),
+    /// Recovery of interrupted work failed.
+    #[error("recovery: {0}")]
+    Recovery(#[from] ServiceError),
+    /// The socket could not be bound.
+    #[error("socket {}: {reason}", path.display())]
+    Socket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
+    let fail = |path: &Path, e: std::io::Error| ServerError::DataDir {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|e| fail(&config.data_dir, e))?;
+    if !config.policy_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&config.policy_dir)
+            .map_err(|e| fail(&config.policy_dir, e))?;
+        let default = config.policy_dir.join("default.cedar");
+        std::fs::write(&default, DEFAULT_POLICIES).map_err(|e| fail(&default, e))?;
+    }
+    Ok(())
+}
+
+/// Opens everything the configuration names and finishes interrupted work; binds nothing.
+/// This is what `keywarden serve --check-config` runs.
+pub async fn build(config: &Config) -> Result<Arc<Service>, ServerError> {
+    prepare_data_dir(config)?;
+    let policy = Policy::open(&config.policy_dir, current_uid())?;
+    let cfg = config.clone();
+    let backends = tokio::task::spawn_blocking(move || backends::open_all(&cfg))
+        .await
+        .map_err(|e| ServerError::Serve(format!("backend start-up task: {e}")))??;
+    let registry = SqliteRegistry::open(&config.registry_path())?;
+    let audit = AuditLog::open(&config.audit_log, config.audit_fsync)?;
+    let service = Service::new(
+        backends,
+        config.default_backend.clone(),
+        Arc::new(registry),
+        policy,
+        audit,
+    )
+    .await?;
+    Ok(Arc::new(service))
+}
+
+/// Binds the socket: refuses if another service answers on it, replaces a stale one.
+pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
+    let fail = |reason: String| ServerError::Socket {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(fail(
+                "another keywarden service is already serving on it".into(),
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| fail(format!("stale socket cannot be removed: {e}")))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail(format!("cannot set mode {mode:o}: {e}")))?;
+    Ok(listener)
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then removes the socket.
+pub async fn serve(
+    service: Arc<Service>,
+    listener: UnixListener,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let api = KeyServiceServer::new(Api::new(service))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
+    let result = tonic::transport::Server::builder()
+        .add_service(api)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| ServerError::Serve(e.to_string()));
+    let _ = std::fs::remove_file(socket);
+    result
+}
+
+/// A one-line description of where everything is, logged at start.
+pub fn describe(config: &Config) -> String {
+    let backends: Vec<String> = config
+        .backends
+        .iter()
+        .map(|(n, b)| match b {
+            BackendConfig::Sim { .. } => format!(
+                "{n} (embedded hsm-sim, PIN file {})",
+                sim_pin_path(&config.data_dir).display()
+            ),
+            BackendConfig::Pkcs11(p) => format!("{n} (pkcs11 {})", p.module.display()),
+        })
+        .collect();
+    format!(
+        "keywarden serving on {} (mode {:o}); data {}; registry {}; audit log {}; policies {}; backends: {}; default backend {}",
+        config.socket.display(),
+        config.socket_mode,
+        config.data_dir.display(),
+        config.registry,
+        config.audit_log.display(),
+        config.policy_dir.display(),
+        backends.join(", "),
+        config.default_backend,
+    )
+}
+
+/// The whole `keywarden serve`: build, bind, reload policies on SIGHUP, stop on SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let service = build(&config).await?;
+    let listener = bind(&config.socket, config.socket_mode).await?;
+    tracing::info!("{}", describe(&config));
+    {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match service.policy().reload() {
+                    Ok(n) => tracing::info!(policies = n, "policies reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy reload failed; keeping the previous policies")
+                    }
+                }
+            }
+        });
+    }
+    let shutdown = async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down");
+    };
+    serve(service, listener, &config.socket, shutdown).await
+}

@@ -82,6 +82,29 @@ impl Swtpm {
         self.state.path()
     }
 
+    /// The dictionary-attack failure counter (`TPM2_PT_LOCKOUT_COUNTER`, via `tpm2_getcap`).
+    /// No other client may be connected (swtpm serves one at a time).
+    pub fn lockout_counter(&self) -> io::Result<u32> {
+        let out = Command::new("tpm2_getcap")
+            .arg("-T")
+            .arg(self.tcti())
+            .arg("properties-variable")
+            .env("TSS2_LOG", "all+NONE")
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "tpm2_getcap: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("TPM2_PT_LOCKOUT_COUNTER:"))
+            .and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+            .ok_or_else(|| io::Error::other("no TPM2_PT_LOCKOUT_COUNTER in tpm2_getcap output"))
+    }
+
     /// True while swtpm runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))

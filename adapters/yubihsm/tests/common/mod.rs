@@ -138,7 +138,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(backend_port: u16) -> Self {
-        let port = free_port();
+        // Keep the first listener (no window for another process to take the port).
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
         let proxy = Self {
             port,
             backend: Arc::new(AtomicU16::new(backend_port)),
@@ -146,7 +148,7 @@ impl Proxy {
             listener: Mutex::new(None),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
-        proxy.bring_up();
+        proxy.serve(first);
         proxy
     }
 
@@ -191,7 +193,10 @@ impl Proxy {
                 Err(_) => thread::sleep(Duration::from_millis(10)),
             }
         }
-        let listener = listener.expect("rebind the proxy port");
+        self.serve(listener.expect("rebind the proxy port"));
+    }
+
+    fn serve(&self, listener: TcpListener) {
         let stop = Arc::new(AtomicBool::new(false));
         *self.listener.lock().unwrap() = Some(Arc::clone(&stop));
         self.up.store(true, Ordering::SeqCst);

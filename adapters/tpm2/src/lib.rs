@@ -21,7 +21,7 @@
 //! libtss2 logs to stderr unless told otherwise: set `TSS2_LOG=all+NONE` (or `esys+error`…) in
 //! the environment of the process.
 //!
-//! With the `testing` feature, [`testing::Swtpm`] starts and stops a software TPM for tests.
+//! With the `testing` feature, `testing::Swtpm` starts and stops a software TPM for tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -598,3 +598,69 @@ fn set_hierarchy_auth(
     ctx.tr_set_auth(ObjectHandle::from(hierarchy), auth)
         .map_err(wrapper("Esys_TR_SetAuth"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tss_esapi::constants::response_code::Tss2ResponseCode;
+
+    use super::*;
+
+    fn tpm_error(rc: u32) -> tss_esapi::Error {
+        tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(rc))
+    }
+
+    #[test]
+    fn retry_resends_on_retry_yielded_and_testing() {
+        let mut answers = vec![
+            Err(tpm_error(0x922)),
+            Err(tpm_error(0x908)),
+            Err(tpm_error(0x90a)),
+        ];
+        answers.reverse();
+        let mut calls = 0;
+        let out = retry("TPM2_Sign", || {
+            calls += 1;
+            answers.pop().unwrap_or(Ok(7))
+        })
+        .unwrap();
+        assert_eq!((out, calls), (7, 4));
+    }
+
+    #[test]
+    fn retry_gives_up_and_names_the_code() {
+        let mut calls = 0;
+        let e = retry("TPM2_Sign", || {
+            calls += 1;
+            Err::<(), _>(tpm_error(0x922))
+        })
+        .unwrap_err();
+        assert_eq!(calls, RETRIES + 1);
+        assert!(e.to_string().contains("TPM2_Sign: TPM_RC_RETRY"), "{e}");
+        let e: keywarden_vault::Error = e.into();
+        assert!(e.is_retryable(), "{e:?}");
+    }
+
+    #[test]
+    fn lockout_is_not_retried() {
+        let mut calls = 0;
+        let e = retry("TPM2_Load", || {
+            calls += 1;
+            Err::<(), _>(tpm_error(0x921))
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        let shown = e.to_string();
+        assert!(shown.starts_with("TPM2_Load: TPM_RC_LOCKOUT"), "{shown}");
+        assert!(
+            shown.contains("tpm2_dictionarylockout --clear-lockout"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn ed25519_has_no_template() {
+        let e = child_template(Algorithm::Ed25519).unwrap_err();
+        assert!(matches!(e, Tpm2Error::Unsupported(_)), "{e:?}");
+    }
+}

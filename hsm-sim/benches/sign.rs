@@ -25,33 +25,65 @@ const PIN: &str = "bench-pin-1234";
 fn hsm_sim(dir: &std::path::Path) -> Pkcs11Config {
     let slot = SlotConfig {
         token_dir: Some(dir.join("token")),
-        kdf: Some(KdfParams { m_kib: 64, t: 1, p: 1 }),
+        kdf: Some(KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        }),
         ..Default::default()
     };
-    let m = Module::new(&Config { slots: vec![slot.clone()] }).unwrap();
+    let m = Module::new(&Config {
+        slots: vec![slot.clone()],
+    })
+    .unwrap();
     let so = token::pin(b"bench-so-5678");
     let mut label = [b' '; 32];
     label[..5].copy_from_slice(b"bench");
     m.init_token(0, &so, &label).unwrap();
-    let h = m.open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION).unwrap();
+    let h = m
+        .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .unwrap();
     m.login(h, CKU_SO, &so).unwrap();
     m.init_pin(h, &token::pin(PIN.as_bytes())).unwrap();
     m.close_session(h).unwrap();
     let cfg = dir.join("hsm-sim.json");
-    std::fs::write(&cfg, serde_json::to_vec(&Config { slots: vec![slot] }).unwrap()).unwrap();
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&Config { slots: vec![slot] }).unwrap(),
+    )
+    .unwrap();
     // SAFETY: set before any thread or module exists.
     unsafe { std::env::set_var("KEYWARDEN_HSM_SIM_CONFIG", &cfg) };
     let exe = std::env::current_exe().unwrap();
-    let so: PathBuf = exe.parent().unwrap().parent().unwrap().join("libkeywarden_hsm_sim.so");
-    assert!(so.exists(), "build it first: cargo build --release -p keywarden-hsm-sim --lib");
-    Pkcs11Config::new(so, TokenSelector::Label("bench".into()), PinSource::Value(SecretString::from(PIN)))
+    let so: PathBuf = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libkeywarden_hsm_sim.so");
+    assert!(
+        so.exists(),
+        "build it first: cargo build --release -p keywarden-hsm-sim --lib"
+    );
+    Pkcs11Config::new(
+        so,
+        TokenSelector::Label("bench".into()),
+        PinSource::Value(SecretString::from(PIN)),
+    )
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let soft = SoftHsm::new();
-    let mut targets = vec![("hsm_sim", hsm_sim(dir.path())), ("softhsm2", soft.config())];
+    let mut targets = vec![
+        ("hsm_sim", hsm_sim(dir.path())),
+        ("softhsm2", soft.config()),
+    ];
     for (_, cfg) in &mut targets {
         cfg.max_sessions = Some(2);
     }
@@ -59,7 +91,9 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for (name, cfg) in targets {
         let vault = Arc::new(Pkcs11Vault::open(cfg).unwrap());
-        let key = rt.block_on(vault.generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "bench").unwrap())).unwrap();
+        let key = rt
+            .block_on(vault.generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "bench").unwrap()))
+            .unwrap();
         for threads in [1u64, 2] {
             let (vault, key_ref) = (Arc::clone(&vault), key.key_ref.clone());
             group.bench_function(format!("{name}/{threads}t"), |b| {

@@ -28,7 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Attr::bool(CKA_PRIVATE, false),
             Attr::bytes(CKA_ID, &id),
         ];
-        let priv_t = vec![Attr::bool(CKA_TOKEN, true), Attr::bool(CKA_SIGN, true), Attr::bytes(CKA_ID, &id)];
+        let priv_t = vec![
+            Attr::bool(CKA_TOKEN, true),
+            Attr::bool(CKA_SIGN, true),
+            Attr::bytes(CKA_ID, &id),
+        ];
         let pair = m.generate_key_pair(h, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &pub_t, &priv_t)?;
         keys.push_back(pair);
         if keys.len() > 4 {

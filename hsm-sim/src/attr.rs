@@ -25,15 +25,24 @@ impl std::fmt::Debug for Attr {
 impl Attr {
     /// A `CK_BBOOL` attribute.
     pub fn bool(ty: CK_ATTRIBUTE_TYPE, v: bool) -> Self {
-        Attr { ty, value: vec![u8::from(v)] }
+        Attr {
+            ty,
+            value: vec![u8::from(v)],
+        }
     }
     /// A `CK_ULONG` attribute.
     pub fn ulong(ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Self {
-        Attr { ty, value: v.to_ne_bytes().to_vec() }
+        Attr {
+            ty,
+            value: v.to_ne_bytes().to_vec(),
+        }
     }
     /// A byte-array attribute.
     pub fn bytes(ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Self {
-        Attr { ty, value: v.to_vec() }
+        Attr {
+            ty,
+            value: v.to_vec(),
+        }
     }
 }
 
@@ -57,7 +66,11 @@ pub fn decode_ulong(v: &[u8]) -> Result<CK_ULONG> {
 
 /// Looks an attribute up in a template (the last occurrence wins).
 pub fn find(template: &[Attr], ty: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-    template.iter().rev().find(|a| a.ty == ty).map(|a| a.value.as_slice())
+    template
+        .iter()
+        .rev()
+        .find(|a| a.ty == ty)
+        .map(|a| a.value.as_slice())
 }
 
 /// A template's boolean attribute, if present.
@@ -76,7 +89,9 @@ pub struct AttrMap(pub BTreeMap<CK_ATTRIBUTE_TYPE, Vec<u8>>);
 
 impl std::fmt::Debug for AttrMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.keys().map(|k| format!("{k:#x}"))).finish()
+        f.debug_list()
+            .entries(self.0.keys().map(|k| format!("{k:#x}")))
+            .finish()
     }
 }
 
@@ -99,7 +114,9 @@ impl AttrMap {
     }
     /// A boolean, false when absent or malformed.
     pub fn get_bool(&self, ty: CK_ATTRIBUTE_TYPE) -> bool {
-        self.get(ty).and_then(|v| decode_bool(v).ok()).unwrap_or(false)
+        self.get(ty)
+            .and_then(|v| decode_bool(v).ok())
+            .unwrap_or(false)
     }
     /// A `CK_ULONG`, if present and well-formed.
     pub fn get_ulong(&self, ty: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
@@ -118,7 +135,11 @@ mod tests {
 
     #[test]
     fn typed_round_trip() {
-        let t = vec![Attr::bool(CKA_SIGN, true), Attr::ulong(CKA_VALUE_LEN, 32), Attr::bytes(CKA_LABEL, b"k")];
+        let t = vec![
+            Attr::bool(CKA_SIGN, true),
+            Attr::ulong(CKA_VALUE_LEN, 32),
+            Attr::bytes(CKA_LABEL, b"k"),
+        ];
         assert_eq!(find_bool(&t, CKA_SIGN), Ok(Some(true)));
         assert_eq!(find_ulong(&t, CKA_VALUE_LEN), Ok(Some(32)));
         assert_eq!(find(&t, CKA_LABEL), Some(&b"k"[..]));

@@ -72,7 +72,8 @@ impl Config {
             return Ok(c);
         }
         if let Some(path) = std::env::var_os(ENV_CONFIG) {
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", PathBuf::from(&path).display()))?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| format!("{}: {e}", PathBuf::from(&path).display()))?;
             return serde_json::from_slice(&bytes).map_err(|e| format!("{ENV_CONFIG}: {e}"));
         }
         let dir = match std::env::var_os(ENV_DIR) {
@@ -86,7 +87,13 @@ impl Config {
             Ok(j) => Some(serde_json::from_str(&j).map_err(|e| format!("{ENV_FAULTS}: {e}"))?),
             Err(_) => None,
         };
-        Ok(Config { slots: vec![SlotConfig { token_dir: Some(dir), faults, ..Default::default() }] })
+        Ok(Config {
+            slots: vec![SlotConfig {
+                token_dir: Some(dir),
+                faults,
+                ..Default::default()
+            }],
+        })
     }
 }
 

@@ -103,7 +103,8 @@ impl PrivateKey {
             Curve::P256 => {
                 let kp = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
                     .map_err(|_| CRYPTO)?;
-                let bin: EcPrivateKeyBin<'_> = kp.private_key().as_be_bytes().map_err(|_| CRYPTO)?;
+                let bin: EcPrivateKeyBin<'_> =
+                    kp.private_key().as_be_bytes().map_err(|_| CRYPTO)?;
                 let scalar = Zeroizing::new(bin.as_ref().to_vec());
                 Ok(PrivateKey::P256 { sign: kp, scalar })
             }
@@ -133,12 +134,18 @@ impl PrivateKey {
                     public.as_ref(),
                 )
                 .map_err(|_| Error::AttributeValueInvalid)?;
-                Ok(PrivateKey::P256 { sign: kp, scalar: Zeroizing::new(secret.to_vec()) })
+                Ok(PrivateKey::P256 {
+                    sign: kp,
+                    scalar: Zeroizing::new(secret.to_vec()),
+                })
             }
             Curve::Ed25519 => {
                 let kp = Ed25519KeyPair::from_seed_unchecked(secret)
                     .map_err(|_| Error::AttributeValueInvalid)?;
-                Ok(PrivateKey::Ed25519 { sign: kp, seed: Zeroizing::new(secret.to_vec()) })
+                Ok(PrivateKey::Ed25519 {
+                    sign: kp,
+                    seed: Zeroizing::new(secret.to_vec()),
+                })
             }
         }
     }
@@ -215,7 +222,13 @@ impl PrivateKey {
 }
 
 /// Verifies a signature made by one of the mechanisms above against a raw public point.
-pub fn verify(mech: SigMech, curve: Curve, public_raw: &[u8], data: &[u8], sig: &[u8]) -> Result<()> {
+pub fn verify(
+    mech: SigMech,
+    curve: Curve,
+    public_raw: &[u8],
+    data: &[u8],
+    sig: &[u8],
+) -> Result<()> {
     if sig.len() != SIGNATURE_LEN {
         return Err(Error::SignatureLenRange);
     }
@@ -238,11 +251,17 @@ pub fn verify(mech: SigMech, curve: Curve, public_raw: &[u8], data: &[u8], sig: 
                 .is_ok()
         }
         (SigMech::EdDsa, Curve::Ed25519) => {
-            signature::UnparsedPublicKey::new(&signature::ED25519, public_raw).verify(data, sig).is_ok()
+            signature::UnparsedPublicKey::new(&signature::ED25519, public_raw)
+                .verify(data, sig)
+                .is_ok()
         }
         _ => return Err(Error::KeyTypeInconsistent),
     };
-    if ok { Ok(()) } else { Err(Error::SignatureInvalid) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::SignatureInvalid)
+    }
 }
 
 /// Checks a public point is on the curve (for `C_CreateObject`).
@@ -259,7 +278,11 @@ pub fn check_public(curve: Curve, raw: &[u8]) -> Result<()> {
                 .map_err(|_| Error::AttributeValueInvalid)
         }
         Curve::Ed25519 => {
-            if raw.len() == 32 { Ok(()) } else { Err(Error::AttributeValueInvalid) }
+            if raw.len() == 32 {
+                Ok(())
+            } else {
+                Err(Error::AttributeValueInvalid)
+            }
         }
     }
 }
@@ -303,7 +326,9 @@ pub fn sha256(d: &[u8]) -> Vec<u8> {
 
 /// Fills `buf` from the system CSPRNG.
 pub fn random(buf: &mut [u8]) -> Result<()> {
-    SystemRandom::new().fill(buf).map_err(|_| Error::FunctionFailed("random"))
+    SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| Error::FunctionFailed("random"))
 }
 
 #[cfg(test)]
@@ -316,13 +341,40 @@ mod tests {
         let k2 = PrivateKey::from_secret(Curve::P256, k.secret()).unwrap();
         assert_eq!(k.public_raw(), k2.public_raw());
         let sig = k.sign_sha256(b"hello").unwrap();
-        verify(SigMech::EcdsaSha256, Curve::P256, &k.public_raw(), b"hello", &sig).unwrap();
+        verify(
+            SigMech::EcdsaSha256,
+            Curve::P256,
+            &k.public_raw(),
+            b"hello",
+            &sig,
+        )
+        .unwrap();
         let h = sha256(b"hello");
-        verify(SigMech::EcdsaPrehashed, Curve::P256, &k.public_raw(), &h, &sig).unwrap();
+        verify(
+            SigMech::EcdsaPrehashed,
+            Curve::P256,
+            &k.public_raw(),
+            &h,
+            &sig,
+        )
+        .unwrap();
         let sig2 = k.sign_prehashed(&h).unwrap();
-        verify(SigMech::EcdsaSha256, Curve::P256, &k.public_raw(), b"hello", &sig2).unwrap();
+        verify(
+            SigMech::EcdsaSha256,
+            Curve::P256,
+            &k.public_raw(),
+            b"hello",
+            &sig2,
+        )
+        .unwrap();
         assert_eq!(
-            verify(SigMech::EcdsaSha256, Curve::P256, &k.public_raw(), b"other", &sig),
+            verify(
+                SigMech::EcdsaSha256,
+                Curve::P256,
+                &k.public_raw(),
+                b"other",
+                &sig
+            ),
             Err(Error::SignatureInvalid)
         );
     }
@@ -340,7 +392,10 @@ mod tests {
     fn ecdh_agrees() {
         let a = PrivateKey::generate(Curve::P256).unwrap();
         let b = PrivateKey::generate(Curve::P256).unwrap();
-        assert_eq!(*a.ecdh(&b.public_raw()).unwrap(), *b.ecdh(&a.public_raw()).unwrap());
+        assert_eq!(
+            *a.ecdh(&b.public_raw()).unwrap(),
+            *b.ecdh(&a.public_raw()).unwrap()
+        );
         assert!(a.ecdh(&[4u8; 65]).is_err());
     }
 

@@ -184,7 +184,9 @@ impl Error {
             "CKR_KEY_HANDLE_INVALID" => ck::CKR_KEY_HANDLE_INVALID,
             "CKR_PIN_INCORRECT" => ck::CKR_PIN_INCORRECT,
             _ => {
-                let hex = name.strip_prefix("0x").or_else(|| name.strip_prefix("0X"))?;
+                let hex = name
+                    .strip_prefix("0x")
+                    .or_else(|| name.strip_prefix("0X"))?;
                 return CK_RV::from_str_radix(hex, 16).ok();
             }
         };

@@ -75,13 +75,20 @@ impl Faults {
     pub fn new(cfg: FaultConfig) -> std::result::Result<Self, String> {
         let mut errors = BTreeMap::new();
         for (f, e) in &cfg.errors {
-            let rv = Error::rv_from_name(&e.rv).ok_or_else(|| format!("unknown CKR code {:?}", e.rv))?;
+            let rv =
+                Error::rv_from_name(&e.rv).ok_or_else(|| format!("unknown CKR code {:?}", e.rv))?;
             if !(0.0..=1.0).contains(&e.rate) {
                 return Err(format!("error rate for {f} out of range"));
             }
             errors.insert(f.clone(), (e.rate, rv));
         }
-        Ok(Faults { rng: Mutex::new(cfg.seed), errors, cfg, ops: AtomicU64::new(0), start: Instant::now() })
+        Ok(Faults {
+            rng: Mutex::new(cfg.seed),
+            errors,
+            cfg,
+            ops: AtomicU64::new(0),
+            start: Instant::now(),
+        })
     }
 
     /// The session limit.
@@ -102,7 +109,8 @@ impl Faults {
     fn removed_at(&self, op: u64) -> bool {
         let ms = self.start.elapsed().as_millis() as u64;
         self.cfg.device_removed.iter().any(|w| {
-            let by_ops = matches!((w.after_ops, w.for_ops), (Some(a), Some(n)) if op >= a && op < a + n);
+            let by_ops =
+                matches!((w.after_ops, w.for_ops), (Some(a), Some(n)) if op >= a && op < a + n);
             let by_time =
                 matches!((w.start_ms, w.duration_ms), (Some(s), Some(d)) if ms >= s && ms < s + d);
             by_ops || by_time
@@ -127,7 +135,11 @@ impl Faults {
     /// `Err(DeviceRemoved)` tells the caller to drop the token's sessions.
     pub fn on_call(&self, function: &str) -> Result<()> {
         let op = self.ops.fetch_add(1, Ordering::SeqCst);
-        let lat = self.cfg.latency_ms.get(function).or_else(|| self.cfg.latency_ms.get("*"));
+        let lat = self
+            .cfg
+            .latency_ms
+            .get(function)
+            .or_else(|| self.cfg.latency_ms.get("*"));
         if let Some(ms) = lat {
             std::thread::sleep(Duration::from_millis(*ms));
         }
@@ -152,7 +164,10 @@ mod tests {
             seed,
             errors: BTreeMap::from([(
                 "C_Sign".into(),
-                ErrorFault { rate: 0.3, rv: "CKR_DEVICE_ERROR".into() },
+                ErrorFault {
+                    rate: 0.3,
+                    rv: "CKR_DEVICE_ERROR".into(),
+                },
             )]),
             ..Default::default()
         };
@@ -172,7 +187,11 @@ mod tests {
     #[test]
     fn removal_window_by_ops() {
         let cfg = FaultConfig {
-            device_removed: vec![RemovedWindow { after_ops: Some(2), for_ops: Some(3), ..Default::default() }],
+            device_removed: vec![RemovedWindow {
+                after_ops: Some(2),
+                for_ops: Some(3),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let f = Faults::new(cfg).unwrap();
@@ -183,7 +202,13 @@ mod tests {
     #[test]
     fn bad_config_is_rejected() {
         let cfg = FaultConfig {
-            errors: BTreeMap::from([("*".into(), ErrorFault { rate: 0.1, rv: "CKR_NOPE".into() })]),
+            errors: BTreeMap::from([(
+                "*".into(),
+                ErrorFault {
+                    rate: 0.1,
+                    rv: "CKR_NOPE".into(),
+                },
+            )]),
             ..Default::default()
         };
         assert!(Faults::new(cfg).is_err());

@@ -22,7 +22,11 @@ use crate::token;
 static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 
 fn module() -> Result<Arc<Module>> {
-    STATE.read().map_err(|_| Error::DeviceError("lock poisoned"))?.clone().ok_or(Error::CryptokiNotInitialized)
+    STATE
+        .read()
+        .map_err(|_| Error::DeviceError("lock poisoned"))?
+        .clone()
+        .ok_or(Error::CryptokiNotInitialized)
 }
 
 /// Runs `f`, turning its error or a panic into a `CKR_` value.
@@ -45,7 +49,11 @@ fn to_usize(n: CK_ULONG) -> Result<usize> {
 unsafe fn bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     let len = to_usize(len)?;
     if p.is_null() {
-        return if len == 0 { Ok(&[]) } else { Err(Error::ArgumentsBad) };
+        return if len == 0 {
+            Ok(&[])
+        } else {
+            Err(Error::ArgumentsBad)
+        };
     }
     // SAFETY: non-null, and the caller guarantees `len` readable bytes (PKCS#11 contract).
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
@@ -58,7 +66,11 @@ unsafe fn bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
 unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr>> {
     let n = to_usize(n)?;
     if p.is_null() {
-        return if n == 0 { Ok(Vec::new()) } else { Err(Error::ArgumentsBad) };
+        return if n == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(Error::ArgumentsBad)
+        };
     }
     // SAFETY: non-null, `n` entries guaranteed by the caller.
     let raw = unsafe { std::slice::from_raw_parts(p, n) };
@@ -66,7 +78,10 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr>> {
         .map(|a| {
             // SAFETY: each attribute's pValue points to ulValueLen bytes (PKCS#11 contract).
             let v = unsafe { bytes(a.pValue as *const u8, a.ulValueLen) }?;
-            Ok(Attr { ty: a.type_, value: v.to_vec() })
+            Ok(Attr {
+                ty: a.type_,
+                value: v.to_vec(),
+            })
         })
         .collect()
 }
@@ -94,11 +109,21 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
         let shared = unsafe { bytes(e.pSharedData, e.ulSharedDataLen) }?.to_vec();
         // SAFETY: as above.
         let public = unsafe { bytes(e.pPublicData, e.ulPublicDataLen) }?.to_vec();
-        return Ok(Mechanism { ty: m.mechanism, param: MechParam::Ecdh1 { kdf: e.kdf, shared, public } });
+        return Ok(Mechanism {
+            ty: m.mechanism,
+            param: MechParam::Ecdh1 {
+                kdf: e.kdf,
+                shared,
+                public,
+            },
+        });
     }
     // SAFETY: pParameter points to ulParameterLen bytes.
     let raw = unsafe { bytes(m.pParameter as *const u8, m.ulParameterLen) }?.to_vec();
-    Ok(Mechanism { ty: m.mechanism, param: MechParam::Bytes(raw) })
+    Ok(Mechanism {
+        ty: m.mechanism,
+        param: MechParam::Bytes(raw),
+    })
 }
 
 /// The capacity the caller offers: `None` for a length query (NULL buffer).
@@ -203,7 +228,12 @@ unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
             if !a.pReserved.is_null() {
                 return Err(Error::ArgumentsBad);
             }
-            let fns = [a.CreateMutex.is_some(), a.DestroyMutex.is_some(), a.LockMutex.is_some(), a.UnlockMutex.is_some()];
+            let fns = [
+                a.CreateMutex.is_some(),
+                a.DestroyMutex.is_some(),
+                a.LockMutex.is_some(),
+                a.UnlockMutex.is_some(),
+            ];
             let given = fns.iter().filter(|x| **x).count();
             if given != 0 && given != 4 {
                 return Err(Error::ArgumentsBad);
@@ -213,7 +243,9 @@ unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
                 return Err(Error::Injected(CKR_CANT_LOCK));
             }
         }
-        let mut st = STATE.write().map_err(|_| Error::DeviceError("lock poisoned"))?;
+        let mut st = STATE
+            .write()
+            .map_err(|_| Error::DeviceError("lock poisoned"))?;
         if st.is_some() {
             return Err(Error::CryptokiAlreadyInitialized);
         }
@@ -228,7 +260,9 @@ unsafe extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
         if !reserved.is_null() {
             return Err(Error::ArgumentsBad);
         }
-        let mut st = STATE.write().map_err(|_| Error::DeviceError("lock poisoned"))?;
+        let mut st = STATE
+            .write()
+            .map_err(|_| Error::DeviceError("lock poisoned"))?;
         st.take().map(|_| ()).ok_or(Error::CryptokiNotInitialized)
     })
 }
@@ -237,7 +271,10 @@ unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
     guard(|| {
         module()?;
         let i = CK_INFO {
-            cryptokiVersion: CK_VERSION { major: 2, minor: 40 },
+            cryptokiVersion: CK_VERSION {
+                major: 2,
+                minor: 40,
+            },
             manufacturerID: padded("keywarden"),
             flags: 0,
             libraryDescription: padded("keywarden hsm-sim"),
@@ -248,7 +285,11 @@ unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
     })
 }
 
-unsafe extern "C" fn C_GetSlotList(_present: CK_BBOOL, list: *mut CK_SLOT_ID, count: *mut CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_GetSlotList(
+    _present: CK_BBOOL,
+    list: *mut CK_SLOT_ID,
+    count: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: pointers per the PKCS#11 contract, checked in put_list.
@@ -301,7 +342,11 @@ unsafe extern "C" fn C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) 
     })
 }
 
-unsafe extern "C" fn C_GetMechanismList(slot: CK_SLOT_ID, list: *mut CK_MECHANISM_TYPE, count: *mut CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_GetMechanismList(
+    slot: CK_SLOT_ID,
+    list: *mut CK_MECHANISM_TYPE,
+    count: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         let l = m.mechanism_list(slot)?;
@@ -310,16 +355,34 @@ unsafe extern "C" fn C_GetMechanismList(slot: CK_SLOT_ID, list: *mut CK_MECHANIS
     })
 }
 
-unsafe extern "C" fn C_GetMechanismInfo(slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE, info: *mut CK_MECHANISM_INFO) -> CK_RV {
+unsafe extern "C" fn C_GetMechanismInfo(
+    slot: CK_SLOT_ID,
+    ty: CK_MECHANISM_TYPE,
+    info: *mut CK_MECHANISM_INFO,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         let (min, max, flags) = m.mechanism_info(slot, ty)?;
         // SAFETY: `info` is null (rejected) or writable.
-        unsafe { put(info, CK_MECHANISM_INFO { ulMinKeySize: min, ulMaxKeySize: max, flags }) }
+        unsafe {
+            put(
+                info,
+                CK_MECHANISM_INFO {
+                    ulMinKeySize: min,
+                    ulMaxKeySize: max,
+                    flags,
+                },
+            )
+        }
     })
 }
 
-unsafe extern "C" fn C_InitToken(slot: CK_SLOT_ID, pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG, label: *mut CK_UTF8CHAR) -> CK_RV {
+unsafe extern "C" fn C_InitToken(
+    slot: CK_SLOT_ID,
+    pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+    label: *mut CK_UTF8CHAR,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: pin points to pin_len bytes.
@@ -333,7 +396,11 @@ unsafe extern "C" fn C_InitToken(slot: CK_SLOT_ID, pin: *mut CK_UTF8CHAR, pin_le
     })
 }
 
-unsafe extern "C" fn C_InitPIN(h: CK_SESSION_HANDLE, pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_InitPIN(
+    h: CK_SESSION_HANDLE,
+    pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: pin points to pin_len bytes.
@@ -352,7 +419,12 @@ unsafe extern "C" fn C_SetPIN(
     guard(|| {
         let m = module()?;
         // SAFETY: each pointer points to its length in bytes.
-        let (o, n) = unsafe { (token::pin(bytes(old, old_len)?), token::pin(bytes(new, new_len)?)) };
+        let (o, n) = unsafe {
+            (
+                token::pin(bytes(old, old_len)?),
+                token::pin(bytes(new, new_len)?),
+            )
+        };
         m.set_pin(h, &o, &n)
     })
 }
@@ -388,13 +460,23 @@ unsafe extern "C" fn C_CloseAllSessions(slot: CK_SLOT_ID) -> CK_RV {
 unsafe extern "C" fn C_GetSessionInfo(h: CK_SESSION_HANDLE, info: *mut CK_SESSION_INFO) -> CK_RV {
     guard(|| {
         let i = module()?.session_info(h)?;
-        let v = CK_SESSION_INFO { slotID: i.slot_id, state: i.state, flags: i.flags, ulDeviceError: 0 };
+        let v = CK_SESSION_INFO {
+            slotID: i.slot_id,
+            state: i.state,
+            flags: i.flags,
+            ulDeviceError: 0,
+        };
         // SAFETY: `info` is null (rejected) or writable.
         unsafe { put(info, v) }
     })
 }
 
-unsafe extern "C" fn C_Login(h: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_Login(
+    h: CK_SESSION_HANDLE,
+    user: CK_USER_TYPE,
+    pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: pin points to pin_len bytes.
@@ -432,7 +514,11 @@ unsafe extern "C" fn C_DestroyObject(h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE)
     guard(|| module()?.destroy_object(h, oh))
 }
 
-unsafe extern "C" fn C_GetObjectSize(h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE, size: *mut CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_GetObjectSize(
+    h: CK_SESSION_HANDLE,
+    oh: CK_OBJECT_HANDLE,
+    size: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let s = module()?.object_size(h, oh)?;
         // SAFETY: `size` is null (rejected) or writable.
@@ -450,7 +536,11 @@ unsafe extern "C" fn C_GetAttributeValue(
         let m = module()?;
         let n = to_usize(n)?;
         if t.is_null() {
-            return if n == 0 { m.get_attributes(h, oh, &[]).map(|_| ()) } else { Err(Error::ArgumentsBad) };
+            return if n == 0 {
+                m.get_attributes(h, oh, &[]).map(|_| ())
+            } else {
+                Err(Error::ArgumentsBad)
+            };
         }
         // SAFETY: t points to n writable attributes (PKCS#11 contract).
         let attrs = unsafe { std::slice::from_raw_parts_mut(t, n) };
@@ -493,7 +583,11 @@ unsafe extern "C" fn C_SetAttributeValue(
     })
 }
 
-unsafe extern "C" fn C_FindObjectsInit(h: CK_SESSION_HANDLE, t: *mut CK_ATTRIBUTE, n: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_FindObjectsInit(
+    h: CK_SESSION_HANDLE,
+    t: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: t points to n attributes.
@@ -556,7 +650,11 @@ unsafe extern "C" fn C_Digest(
     })
 }
 
-unsafe extern "C" fn C_DigestUpdate(h: CK_SESSION_HANDLE, data: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_DigestUpdate(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: data points to len bytes.
@@ -565,7 +663,11 @@ unsafe extern "C" fn C_DigestUpdate(h: CK_SESSION_HANDLE, data: *mut CK_BYTE, le
     })
 }
 
-unsafe extern "C" fn C_DigestFinal(h: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_DigestFinal(
+    h: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: buffers per the PKCS#11 contract.
@@ -576,7 +678,11 @@ unsafe extern "C" fn C_DigestFinal(h: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_
     })
 }
 
-unsafe extern "C" fn C_SignInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+unsafe extern "C" fn C_SignInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: mech is null (rejected) or valid.
@@ -603,7 +709,11 @@ unsafe extern "C" fn C_Sign(
     })
 }
 
-unsafe extern "C" fn C_SignUpdate(h: CK_SESSION_HANDLE, data: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_SignUpdate(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: data points to len bytes.
@@ -612,7 +722,11 @@ unsafe extern "C" fn C_SignUpdate(h: CK_SESSION_HANDLE, data: *mut CK_BYTE, len:
     })
 }
 
-unsafe extern "C" fn C_SignFinal(h: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_SignFinal(
+    h: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: buffers per the PKCS#11 contract.
@@ -623,7 +737,11 @@ unsafe extern "C" fn C_SignFinal(h: CK_SESSION_HANDLE, out: *mut CK_BYTE, out_le
     })
 }
 
-unsafe extern "C" fn C_VerifyInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) -> CK_RV {
+unsafe extern "C" fn C_VerifyInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: mech is null (rejected) or valid.
@@ -647,7 +765,11 @@ unsafe extern "C" fn C_Verify(
     })
 }
 
-unsafe extern "C" fn C_VerifyUpdate(h: CK_SESSION_HANDLE, data: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_VerifyUpdate(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: data points to len bytes.
@@ -656,7 +778,11 @@ unsafe extern "C" fn C_VerifyUpdate(h: CK_SESSION_HANDLE, data: *mut CK_BYTE, le
     })
 }
 
-unsafe extern "C" fn C_VerifyFinal(h: CK_SESSION_HANDLE, sig: *mut CK_BYTE, sig_len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_VerifyFinal(
+    h: CK_SESSION_HANDLE,
+    sig: *mut CK_BYTE,
+    sig_len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         // SAFETY: sig points to sig_len bytes.
@@ -680,7 +806,13 @@ unsafe extern "C" fn C_GenerateKeyPair(
     guard(|| {
         let m = module()?;
         // SAFETY: the mechanism and templates are valid per the PKCS#11 contract.
-        let (mech, pt, kt) = unsafe { (mechanism(mech)?, template(pub_t, pub_n)?, template(priv_t, priv_n)?) };
+        let (mech, pt, kt) = unsafe {
+            (
+                mechanism(mech)?,
+                template(pub_t, pub_n)?,
+                template(priv_t, priv_n)?,
+            )
+        };
         if pub_out.is_null() || priv_out.is_null() {
             return Err(Error::ArgumentsBad);
         }
@@ -714,11 +846,19 @@ unsafe extern "C" fn C_DeriveKey(
     })
 }
 
-unsafe extern "C" fn C_SeedRandom(h: CK_SESSION_HANDLE, _seed: *mut CK_BYTE, _len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_SeedRandom(
+    h: CK_SESSION_HANDLE,
+    _seed: *mut CK_BYTE,
+    _len: CK_ULONG,
+) -> CK_RV {
     guard(|| module()?.seed_random(h))
 }
 
-unsafe extern "C" fn C_GenerateRandom(h: CK_SESSION_HANDLE, out: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+unsafe extern "C" fn C_GenerateRandom(
+    h: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     guard(|| {
         let m = module()?;
         let n = to_usize(len)?;
@@ -780,14 +920,21 @@ unsafe extern "C" fn C_CancelFunction(_h: CK_SESSION_HANDLE) -> CK_RV {
     guard(|| module().and(Err(Error::Injected(CKR_FUNCTION_NOT_PARALLEL))))
 }
 
-unsafe extern "C" fn C_WaitForSlotEvent(_flags: CK_FLAGS, _slot: *mut CK_SLOT_ID, _r: *mut c_void) -> CK_RV {
+unsafe extern "C" fn C_WaitForSlotEvent(
+    _flags: CK_FLAGS,
+    _slot: *mut CK_SLOT_ID,
+    _r: *mut c_void,
+) -> CK_RV {
     guard(|| module().and(Err(Error::FunctionNotSupported)))
 }
 
 // ---- entry points ----
 
 static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
-    version: CK_VERSION { major: 2, minor: 40 },
+    version: CK_VERSION {
+        major: 2,
+        minor: 40,
+    },
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),
     C_GetInfo: Some(C_GetInfo),
@@ -892,7 +1039,10 @@ pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> 
 /// `count` must be valid for reads and writes; `list`, if non-null, must have room for `*count`
 /// interfaces.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetInterfaceList(list: *mut CK_INTERFACE, count: *mut CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_GetInterfaceList(
+    list: *mut CK_INTERFACE,
+    count: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         if count.is_null() {
             return Err(Error::ArgumentsBad);

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use cryptoki_sys::*;
 
-
 use crate::attr::{self, Attr};
 use crate::config::Config;
 use crate::crypto::{self, Curve, SIGNATURE_LEN, Sha256, SigMech};
@@ -50,7 +49,10 @@ pub enum MechParam {
 impl Mechanism {
     /// A mechanism without parameter.
     pub fn new(ty: CK_MECHANISM_TYPE) -> Self {
-        Mechanism { ty, param: MechParam::None }
+        Mechanism {
+            ty,
+            param: MechParam::None,
+        }
     }
 }
 
@@ -93,7 +95,12 @@ pub struct SessionInfo {
 
 /// The mechanisms and their `CK_MECHANISM_INFO` (min key size, max key size, flags).
 pub const MECHANISMS: &[(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS)] = &[
-    (CKM_EC_KEY_PAIR_GEN, 256, 256, CKF_GENERATE_KEY_PAIR | EC_FLAGS),
+    (
+        CKM_EC_KEY_PAIR_GEN,
+        256,
+        256,
+        CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+    ),
     (CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_GENERATE_KEY_PAIR),
     (CKM_ECDSA, 256, 256, CKF_SIGN | CKF_VERIFY | EC_FLAGS),
     (CKM_ECDSA_SHA256, 256, 256, CKF_SIGN | CKF_VERIFY | EC_FLAGS),
@@ -119,7 +126,9 @@ pub struct Module {
 
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Module").field("slots", &self.slots.len()).finish_non_exhaustive()
+        f.debug_struct("Module")
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +159,8 @@ fn sig_mech(m: &Mechanism) -> Result<SigMech> {
 
 fn key_fits(mech: SigMech, kt: CK_KEY_TYPE) -> Result<()> {
     match (mech, kt) {
-        (SigMech::EcdsaPrehashed | SigMech::EcdsaSha256, CKK_EC) | (SigMech::EdDsa, CKK_EC_EDWARDS) => Ok(()),
+        (SigMech::EcdsaPrehashed | SigMech::EcdsaSha256, CKK_EC)
+        | (SigMech::EdDsa, CKK_EC_EDWARDS) => Ok(()),
         _ => Err(Error::KeyTypeInconsistent),
     }
 }
@@ -180,18 +190,32 @@ impl Module {
                 &mut alloc,
             )?;
             let faults = match &sc.faults {
-                Some(f) => Some(Faults::new(f.clone()).map_err(|_| Error::DeviceError("bad fault configuration"))?),
+                Some(f) => Some(
+                    Faults::new(f.clone())
+                        .map_err(|_| Error::DeviceError("bad fault configuration"))?,
+                ),
                 None => None,
             };
-            slots.push(Slot { id: sc.slot_id.unwrap_or(i as u64) as CK_SLOT_ID, token: RwLock::new(token), faults });
+            slots.push(Slot {
+                id: sc.slot_id.unwrap_or(i as u64) as CK_SLOT_ID,
+                token: RwLock::new(token),
+                faults,
+            });
         }
-        Ok(Module { slots, sessions: RwLock::new(HashMap::new()), next })
+        Ok(Module {
+            slots,
+            sessions: RwLock::new(HashMap::new()),
+            next,
+        })
     }
 
     /// A module with one in-memory token (for tests and embedding).
     pub fn in_memory(kdf: KdfParams) -> Result<Module> {
         let cfg = Config {
-            slots: vec![crate::config::SlotConfig { kdf: Some(kdf), ..Default::default() }],
+            slots: vec![crate::config::SlotConfig {
+                kdf: Some(kdf),
+                ..Default::default()
+            }],
         };
         Module::new(&cfg)
     }
@@ -201,12 +225,17 @@ impl Module {
     }
 
     fn slot_index(&self, id: CK_SLOT_ID) -> Result<usize> {
-        self.slots.iter().position(|s| s.id == id).ok_or(Error::SlotIdInvalid)
+        self.slots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(Error::SlotIdInvalid)
     }
 
     /// Runs the slot's faults for one call; a removal drops the slot's sessions.
     fn fault(&self, slot: usize, func: &str) -> Result<()> {
-        let Some(f) = &self.slots[slot].faults else { return Ok(()) };
+        let Some(f) = &self.slots[slot].faults else {
+            return Ok(());
+        };
         match f.on_call(func) {
             Err(Error::DeviceRemoved) => {
                 self.drop_sessions(slot)?;
@@ -218,9 +247,16 @@ impl Module {
 
     /// Looks a session up and runs the faults of the call made on it.
     fn session(&self, h: CK_SESSION_HANDLE, func: &str) -> Result<Arc<Session>> {
-        let s = read(&self.sessions)?.get(&h).cloned().ok_or(Error::SessionHandleInvalid)?;
+        let s = read(&self.sessions)?
+            .get(&h)
+            .cloned()
+            .ok_or(Error::SessionHandleInvalid)?;
         self.fault(s.slot, func)?;
-        if let Some(limit) = self.slots[s.slot].faults.as_ref().and_then(Faults::session_limit) {
+        if let Some(limit) = self.slots[s.slot]
+            .faults
+            .as_ref()
+            .and_then(Faults::session_limit)
+        {
             if s.calls.fetch_add(1, Ordering::SeqCst) >= limit {
                 self.close_session_inner(h)?;
                 return Err(Error::SessionHandleInvalid);
@@ -234,13 +270,21 @@ impl Module {
     }
 
     fn sessions_on(&self, slot: usize) -> Result<Vec<(CK_SESSION_HANDLE, bool)>> {
-        Ok(read(&self.sessions)?.iter().filter(|(_, s)| s.slot == slot).map(|(h, s)| (*h, s.rw)).collect())
+        Ok(read(&self.sessions)?
+            .iter()
+            .filter(|(_, s)| s.slot == slot)
+            .map(|(h, s)| (*h, s.rw))
+            .collect())
     }
 
     fn drop_sessions(&self, slot: usize) -> Result<()> {
         let gone: Vec<CK_SESSION_HANDLE> = {
             let mut m = write(&self.sessions)?;
-            let hs: Vec<_> = m.iter().filter(|(_, s)| s.slot == slot).map(|(h, _)| *h).collect();
+            let hs: Vec<_> = m
+                .iter()
+                .filter(|(_, s)| s.slot == slot)
+                .map(|(h, _)| *h)
+                .collect();
             for h in &hs {
                 m.remove(h);
             }
@@ -264,7 +308,10 @@ impl Module {
     /// `C_GetSlotInfo`: whether a token is present.
     pub fn slot_present(&self, slot: CK_SLOT_ID) -> Result<bool> {
         let i = self.slot_index(slot)?;
-        Ok(!self.slots[i].faults.as_ref().is_some_and(Faults::removed_now))
+        Ok(!self.slots[i]
+            .faults
+            .as_ref()
+            .is_some_and(Faults::removed_now))
     }
 
     /// `C_GetTokenInfo`.
@@ -279,7 +326,11 @@ impl Module {
             flags: t.flags(),
             sessions: ss.len(),
             rw_sessions: ss.iter().filter(|(_, rw)| *rw).count(),
-            max_sessions: self.slots[i].faults.as_ref().and_then(Faults::max_sessions).unwrap_or(0),
+            max_sessions: self.slots[i]
+                .faults
+                .as_ref()
+                .and_then(Faults::max_sessions)
+                .unwrap_or(0),
         })
     }
 
@@ -290,9 +341,17 @@ impl Module {
     }
 
     /// `C_GetMechanismInfo`: (min, max, flags).
-    pub fn mechanism_info(&self, slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE) -> Result<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        ty: CK_MECHANISM_TYPE,
+    ) -> Result<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
         self.slot_index(slot)?;
-        MECHANISMS.iter().find(|m| m.0 == ty).map(|m| (m.1, m.2, m.3)).ok_or(Error::MechanismInvalid)
+        MECHANISMS
+            .iter()
+            .find(|m| m.0 == ty)
+            .map(|m| (m.1, m.2, m.3))
+            .ok_or(Error::MechanismInvalid)
     }
 
     /// `C_InitToken`.
@@ -356,7 +415,9 @@ impl Module {
     }
 
     fn close_session_inner(&self, h: CK_SESSION_HANDLE) -> Result<()> {
-        let s = write(&self.sessions)?.remove(&h).ok_or(Error::SessionHandleInvalid)?;
+        let s = write(&self.sessions)?
+            .remove(&h)
+            .ok_or(Error::SessionHandleInvalid)?;
         let last = self.sessions_on(s.slot)?.is_empty();
         let mut t = write(self.token(s.slot))?;
         t.drop_session_objects(h);
@@ -391,7 +452,11 @@ impl Module {
             (None, false) => CKS_RO_PUBLIC_SESSION,
         };
         let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
-        Ok(SessionInfo { slot_id: self.slots[s.slot].id, state, flags })
+        Ok(SessionInfo {
+            slot_id: self.slots[s.slot].id,
+            state,
+            flags,
+        })
     }
 
     /// `C_Login`.
@@ -402,7 +467,11 @@ impl Module {
             CKU_USER => Role::User,
             CKU_CONTEXT_SPECIFIC => {
                 let t = read(self.token(s.slot))?;
-                return Err(if t.login.is_none() { Error::UserNotLoggedIn } else { Error::OperationNotInitialized });
+                return Err(if t.login.is_none() {
+                    Error::UserNotLoggedIn
+                } else {
+                    Error::OperationNotInitialized
+                });
             }
             _ => return Err(Error::UserTypeInvalid),
         };
@@ -455,7 +524,11 @@ impl Module {
     }
 
     /// `C_CreateObject`.
-    pub fn create_object(&self, h: CK_SESSION_HANDLE, template: &[Attr]) -> Result<CK_OBJECT_HANDLE> {
+    pub fn create_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[Attr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h, "C_CreateObject")?;
         let mut t = write(self.token(s.slot))?;
         let (tok, private) = Self::flags_of(template)?;
@@ -499,7 +572,12 @@ impl Module {
     }
 
     /// `C_SetAttributeValue`.
-    pub fn set_attributes(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE, template: &[Attr]) -> Result<()> {
+    pub fn set_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        oh: CK_OBJECT_HANDLE,
+        template: &[Attr],
+    ) -> Result<()> {
         let s = self.session(h, "C_SetAttributeValue")?;
         let mut t = write(self.token(s.slot))?;
         let so = t.login == Some(Role::So);
@@ -525,8 +603,12 @@ impl Module {
             return Err(Error::OperationActive);
         }
         let t = read(self.token(s.slot))?;
-        let mut results: Vec<_> =
-            t.objects.iter().filter(|(_, o)| t.visible(o) && o.matches(template)).map(|(h, _)| *h).collect();
+        let mut results: Vec<_> = t
+            .objects
+            .iter()
+            .filter(|(_, o)| t.visible(o) && o.matches(template))
+            .map(|(h, _)| *h)
+            .collect();
         results.sort_unstable_by(|a, b| b.cmp(a));
         st.op = Some(Op::Find { results });
         Ok(())
@@ -604,7 +686,12 @@ impl Module {
         if mech.ty != CKM_ECDH1_DERIVE {
             return Err(Error::MechanismInvalid);
         }
-        let MechParam::Ecdh1 { kdf, shared, public } = &mech.param else {
+        let MechParam::Ecdh1 {
+            kdf,
+            shared,
+            public,
+        } = &mech.param
+        else {
             return Err(Error::MechanismParamInvalid);
         };
         if *kdf != CKD_NULL || !shared.is_empty() {
@@ -632,7 +719,12 @@ impl Module {
     // ---- signatures ----
 
     /// `C_SignInit`.
-    pub fn sign_init(&self, h: CK_SESSION_HANDLE, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
         let s = self.session(h, "C_SignInit")?;
         let mut st = lock(&s.state)?;
         if st.op.is_some() {
@@ -647,7 +739,11 @@ impl Module {
         let m = sig_mech(mech)?;
         key_fits(m, o.key_type())?;
         let key = o.private_key()?;
-        st.op = Some(Op::Sign { mech: m, key, hash: None });
+        st.op = Some(Op::Sign {
+            mech: m,
+            key,
+            hash: None,
+        });
         Ok(())
     }
 
@@ -712,7 +808,12 @@ impl Module {
     }
 
     /// `C_VerifyInit`.
-    pub fn verify_init(&self, h: CK_SESSION_HANDLE, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+    pub fn verify_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
         let s = self.session(h, "C_VerifyInit")?;
         let mut st = lock(&s.state)?;
         if st.op.is_some() {
@@ -728,7 +829,12 @@ impl Module {
         let curve = o.curve()?;
         let point = o.attrs.get(CKA_EC_POINT).ok_or(Error::KeyHandleInvalid)?;
         let public = crypto::unwrap_point(curve, point).to_vec();
-        st.op = Some(Op::Verify { mech: m, curve, public, hash: None });
+        st.op = Some(Op::Verify {
+            mech: m,
+            curve,
+            public,
+            hash: None,
+        });
         Ok(())
     }
 
@@ -736,7 +842,13 @@ impl Module {
     pub fn verify(&self, h: CK_SESSION_HANDLE, data: &[u8], sig: &[u8]) -> Result<()> {
         let s = self.session(h, "C_Verify")?;
         let mut st = lock(&s.state)?;
-        let Some(Op::Verify { mech, curve, public, hash }) = st.op.take() else {
+        let Some(Op::Verify {
+            mech,
+            curve,
+            public,
+            hash,
+        }) = st.op.take()
+        else {
             return Err(Error::OperationNotInitialized);
         };
         if hash.is_some() {
@@ -764,7 +876,13 @@ impl Module {
     pub fn verify_final(&self, h: CK_SESSION_HANDLE, sig: &[u8]) -> Result<()> {
         let s = self.session(h, "C_VerifyFinal")?;
         let mut st = lock(&s.state)?;
-        let Some(Op::Verify { mech, curve, public, hash }) = st.op.take() else {
+        let Some(Op::Verify {
+            mech,
+            curve,
+            public,
+            hash,
+        }) = st.op.take()
+        else {
             return Err(Error::OperationNotInitialized);
         };
         if mech != SigMech::EcdsaSha256 {
@@ -789,7 +907,10 @@ impl Module {
         if mech.param != MechParam::None {
             return Err(Error::MechanismParamInvalid);
         }
-        st.op = Some(Op::Digest { hash: Sha256::default(), multi: false });
+        st.op = Some(Op::Digest {
+            hash: Sha256::default(),
+            multi: false,
+        });
         Ok(())
     }
 
@@ -858,6 +979,9 @@ impl Module {
 }
 
 fn key_handle(e: Error) -> Error {
-    if e == Error::ObjectHandleInvalid { Error::KeyHandleInvalid } else { e }
+    if e == Error::ObjectHandleInvalid {
+        Error::KeyHandleInvalid
+    } else {
+        e
+    }
 }
-

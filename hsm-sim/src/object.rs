@@ -46,15 +46,25 @@ impl std::fmt::Debug for Object {
 impl Object {
     /// A new object.
     pub fn new(attrs: AttrMap, secret: Secret) -> Self {
-        Object { attrs, secret, store_id: None, owner: None, key_cache: Mutex::new(None) }
+        Object {
+            attrs,
+            secret,
+            store_id: None,
+            owner: None,
+            key_cache: Mutex::new(None),
+        }
     }
     /// `CKA_CLASS`.
     pub fn class(&self) -> CK_OBJECT_CLASS {
-        self.attrs.get_ulong(CKA_CLASS).unwrap_or(CK_UNAVAILABLE_INFORMATION)
+        self.attrs
+            .get_ulong(CKA_CLASS)
+            .unwrap_or(CK_UNAVAILABLE_INFORMATION)
     }
     /// `CKA_KEY_TYPE`.
     pub fn key_type(&self) -> CK_KEY_TYPE {
-        self.attrs.get_ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION)
+        self.attrs
+            .get_ulong(CKA_KEY_TYPE)
+            .unwrap_or(CK_UNAVAILABLE_INFORMATION)
     }
     /// `CKA_TOKEN`.
     pub fn is_token(&self) -> bool {
@@ -66,12 +76,18 @@ impl Object {
     }
     /// The curve of an EC key.
     pub fn curve(&self) -> Result<Curve> {
-        Curve::from_params(self.attrs.get(CKA_EC_PARAMS).ok_or(Error::KeyTypeInconsistent)?)
+        Curve::from_params(
+            self.attrs
+                .get(CKA_EC_PARAMS)
+                .ok_or(Error::KeyTypeInconsistent)?,
+        )
     }
 
     /// Whether the template matches (for `C_FindObjects`).
     pub fn matches(&self, template: &[Attr]) -> bool {
-        template.iter().all(|a| self.attrs.get(a.ty) == Some(a.value.as_slice()))
+        template
+            .iter()
+            .all(|a| self.attrs.get(a.ty) == Some(a.value.as_slice()))
     }
 
     /// `C_GetAttributeValue` for one attribute.
@@ -86,7 +102,10 @@ impl Object {
                 Secret::None => Err(Error::AttributeTypeInvalid),
             };
         }
-        self.attrs.get(ty).map(<[u8]>::to_vec).ok_or(Error::AttributeTypeInvalid)
+        self.attrs
+            .get(ty)
+            .map(<[u8]>::to_vec)
+            .ok_or(Error::AttributeTypeInvalid)
     }
 
     /// `C_SetAttributeValue`: checks every attribute first, then applies all or nothing.
@@ -129,7 +148,10 @@ impl Object {
 
     /// The private key, parsed once and cached. Fails while the secret is sealed.
     pub fn private_key(&self) -> Result<Arc<PrivateKey>> {
-        let mut cache = self.key_cache.lock().map_err(|_| Error::DeviceError("poisoned lock"))?;
+        let mut cache = self
+            .key_cache
+            .lock()
+            .map_err(|_| Error::DeviceError("poisoned lock"))?;
         if let Some(k) = cache.as_ref() {
             return Ok(Arc::clone(k));
         }
@@ -155,23 +177,62 @@ impl Object {
 /// Whether `ty` belongs on an object of `class` (else `CKR_ATTRIBUTE_TYPE_INVALID`).
 pub fn allowed(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool {
     const COMMON: &[CK_ATTRIBUTE_TYPE] = &[
-        CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_COPYABLE,
-        CKA_DESTROYABLE, CKA_KEY_TYPE, CKA_ID, CKA_START_DATE, CKA_END_DATE, CKA_DERIVE,
-        CKA_LOCAL, CKA_KEY_GEN_MECHANISM, CKA_ALLOWED_MECHANISMS,
+        CKA_CLASS,
+        CKA_TOKEN,
+        CKA_PRIVATE,
+        CKA_MODIFIABLE,
+        CKA_LABEL,
+        CKA_COPYABLE,
+        CKA_DESTROYABLE,
+        CKA_KEY_TYPE,
+        CKA_ID,
+        CKA_START_DATE,
+        CKA_END_DATE,
+        CKA_DERIVE,
+        CKA_LOCAL,
+        CKA_KEY_GEN_MECHANISM,
+        CKA_ALLOWED_MECHANISMS,
     ];
     const PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[
-        CKA_SUBJECT, CKA_ENCRYPT, CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_TRUSTED,
-        CKA_EC_PARAMS, CKA_EC_POINT,
+        CKA_SUBJECT,
+        CKA_ENCRYPT,
+        CKA_VERIFY,
+        CKA_VERIFY_RECOVER,
+        CKA_WRAP,
+        CKA_TRUSTED,
+        CKA_EC_PARAMS,
+        CKA_EC_POINT,
     ];
     const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
-        CKA_SUBJECT, CKA_SENSITIVE, CKA_DECRYPT, CKA_SIGN, CKA_SIGN_RECOVER, CKA_UNWRAP,
-        CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED,
-        CKA_ALWAYS_AUTHENTICATE, CKA_EC_PARAMS, CKA_VALUE,
+        CKA_SUBJECT,
+        CKA_SENSITIVE,
+        CKA_DECRYPT,
+        CKA_SIGN,
+        CKA_SIGN_RECOVER,
+        CKA_UNWRAP,
+        CKA_EXTRACTABLE,
+        CKA_ALWAYS_SENSITIVE,
+        CKA_NEVER_EXTRACTABLE,
+        CKA_WRAP_WITH_TRUSTED,
+        CKA_ALWAYS_AUTHENTICATE,
+        CKA_EC_PARAMS,
+        CKA_VALUE,
     ];
     const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
-        CKA_SENSITIVE, CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_UNWRAP,
-        CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED,
-        CKA_TRUSTED, CKA_VALUE, CKA_VALUE_LEN,
+        CKA_SENSITIVE,
+        CKA_ENCRYPT,
+        CKA_DECRYPT,
+        CKA_SIGN,
+        CKA_VERIFY,
+        CKA_WRAP,
+        CKA_UNWRAP,
+        CKA_EXTRACTABLE,
+        CKA_ALWAYS_SENSITIVE,
+        CKA_NEVER_EXTRACTABLE,
+        CKA_WRAP_WITH_TRUSTED,
+        CKA_TRUSTED,
+        CKA_VALUE,
+        CKA_VALUE_LEN,
     ];
     COMMON.contains(&ty)
         || match class {
@@ -183,12 +244,35 @@ pub fn allowed(class: CK_OBJECT_CLASS, ty: CK_ATTRIBUTE_TYPE) -> bool {
 }
 
 const BOOLS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE, CKA_DERIVE, CKA_LOCAL,
-    CKA_ENCRYPT, CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_TRUSTED, CKA_SENSITIVE, CKA_DECRYPT,
-    CKA_SIGN, CKA_SIGN_RECOVER, CKA_UNWRAP, CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE,
-    CKA_NEVER_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, CKA_ALWAYS_AUTHENTICATE,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_DERIVE,
+    CKA_LOCAL,
+    CKA_ENCRYPT,
+    CKA_VERIFY,
+    CKA_VERIFY_RECOVER,
+    CKA_WRAP,
+    CKA_TRUSTED,
+    CKA_SENSITIVE,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_SIGN_RECOVER,
+    CKA_UNWRAP,
+    CKA_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_ALWAYS_AUTHENTICATE,
 ];
-const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[CKA_CLASS, CKA_KEY_TYPE, CKA_KEY_GEN_MECHANISM, CKA_VALUE_LEN];
+const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_VALUE_LEN,
+];
 
 fn check_value_shape(a: &Attr) -> Result<()> {
     if BOOLS.contains(&a.ty) {
@@ -200,8 +284,12 @@ fn check_value_shape(a: &Attr) -> Result<()> {
 }
 
 /// Attributes a caller may never set: the token computes them.
-const COMPUTED: &[CK_ATTRIBUTE_TYPE] =
-    &[CKA_LOCAL, CKA_KEY_GEN_MECHANISM, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE];
+const COMPUTED: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_LOCAL,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+];
 
 /// Applies a caller's template over defaults, checking types and shapes.
 fn apply(
@@ -318,7 +406,10 @@ fn compute_security(m: &mut AttrMap, local_or_base_sensitive: bool, base_never_e
     let sensitive = m.get_bool(CKA_SENSITIVE);
     let extractable = m.get_bool(CKA_EXTRACTABLE);
     m.set_bool(CKA_ALWAYS_SENSITIVE, sensitive && local_or_base_sensitive);
-    m.set_bool(CKA_NEVER_EXTRACTABLE, !extractable && base_never_extractable);
+    m.set_bool(
+        CKA_NEVER_EXTRACTABLE,
+        !extractable && base_never_extractable,
+    );
 }
 
 /// The two objects of `C_GenerateKeyPair`, with the freshly generated key.
@@ -327,7 +418,9 @@ pub fn generate_key_pair(
     pub_t: &[Attr],
     priv_t: &[Attr],
 ) -> Result<(Object, Object)> {
-    let params = attr::find(pub_t, CKA_EC_PARAMS).ok_or(Error::TemplateIncomplete)?.to_vec();
+    let params = attr::find(pub_t, CKA_EC_PARAMS)
+        .ok_or(Error::TemplateIncomplete)?
+        .to_vec();
     let curve = Curve::from_params(&params).map_err(|_| Error::DomainParamsInvalid)?;
     match (mechanism, curve) {
         (CKM_EC_KEY_PAIR_GEN, Curve::P256) | (CKM_EC_EDWARDS_KEY_PAIR_GEN, Curve::Ed25519) => {}
@@ -342,8 +435,20 @@ pub fn generate_key_pair(
         return Err(Error::TemplateInconsistent);
     }
     let kt = key_type_for(curve);
-    let mut pubm = apply(CKO_PUBLIC_KEY, kt, &public_defaults(), pub_t, &[CKA_EC_POINT])?;
-    let mut privm = apply(CKO_PRIVATE_KEY, kt, &private_defaults(), priv_t, &[CKA_VALUE])?;
+    let mut pubm = apply(
+        CKO_PUBLIC_KEY,
+        kt,
+        &public_defaults(),
+        pub_t,
+        &[CKA_EC_POINT],
+    )?;
+    let mut privm = apply(
+        CKO_PRIVATE_KEY,
+        kt,
+        &private_defaults(),
+        priv_t,
+        &[CKA_VALUE],
+    )?;
     let key = PrivateKey::generate(curve)?;
     for m in [&mut pubm, &mut privm] {
         m.set_bool(CKA_LOCAL, true);
@@ -388,7 +493,11 @@ pub fn create(template: &[Attr]) -> Result<Object> {
             }
             PrivateKey::from_secret(curve, value)?;
             let secret = Zeroizing::new(value.to_vec());
-            let rest: Vec<Attr> = template.iter().filter(|a| a.ty != CKA_VALUE).cloned().collect();
+            let rest: Vec<Attr> = template
+                .iter()
+                .filter(|a| a.ty != CKA_VALUE)
+                .cloned()
+                .collect();
             let mut m = apply(class, kt, &private_defaults(), &rest, &[])?;
             m.set_bool(CKA_LOCAL, false);
             m.set_ulong(CKA_KEY_GEN_MECHANISM, CK_UNAVAILABLE_INFORMATION);
@@ -404,7 +513,11 @@ pub fn create(template: &[Attr]) -> Result<Object> {
                 return Err(Error::TemplateInconsistent);
             }
             let secret = Zeroizing::new(value.to_vec());
-            let rest: Vec<Attr> = template.iter().filter(|a| a.ty != CKA_VALUE).cloned().collect();
+            let rest: Vec<Attr> = template
+                .iter()
+                .filter(|a| a.ty != CKA_VALUE)
+                .cloned()
+                .collect();
             let mut m = apply(class, kt, &secret_defaults(), &rest, &[])?;
             m.set_bool(CKA_LOCAL, false);
             m.set_ulong(CKA_KEY_GEN_MECHANISM, CK_UNAVAILABLE_INFORMATION);
@@ -434,7 +547,11 @@ pub fn derived_secret(template: &[Attr], base: &Object, z: Zeroizing<Vec<u8>>) -
     };
     // CKD_NULL with a shorter key: the trailing bytes of Z (what SoftHSM2 and kryoptic do).
     let secret = Zeroizing::new(z[z.len() - len..].to_vec());
-    let rest: Vec<Attr> = template.iter().filter(|a| a.ty != CKA_VALUE_LEN).cloned().collect();
+    let rest: Vec<Attr> = template
+        .iter()
+        .filter(|a| a.ty != CKA_VALUE_LEN)
+        .cloned()
+        .collect();
     let mut m = apply(CKO_SECRET_KEY, kt, &secret_defaults(), &rest, &[CKA_VALUE])?;
     m.set_bool(CKA_LOCAL, false);
     m.set_ulong(CKA_KEY_GEN_MECHANISM, CKM_ECDH1_DERIVE);
@@ -466,8 +583,14 @@ mod tests {
         assert!(privo.attrs.get_bool(CKA_LOCAL));
         let point = pubo.get_attribute(CKA_EC_POINT).unwrap();
         assert_eq!(&point[..3], &[0x04, 0x41, 0x04]);
-        assert_eq!(privo.get_attribute(CKA_VALUE), Err(Error::AttributeSensitive));
-        assert_eq!(pubo.get_attribute(CKA_VALUE), Err(Error::AttributeTypeInvalid));
+        assert_eq!(
+            privo.get_attribute(CKA_VALUE),
+            Err(Error::AttributeSensitive)
+        );
+        assert_eq!(
+            pubo.get_attribute(CKA_VALUE),
+            Err(Error::AttributeTypeInvalid)
+        );
     }
 
     #[test]
@@ -479,12 +602,16 @@ mod tests {
         assert!(!privo.attrs.get_bool(CKA_NEVER_EXTRACTABLE));
         assert!(!privo.attrs.get_bool(CKA_ALWAYS_SENSITIVE));
         assert_eq!(privo.get_attribute(CKA_VALUE).unwrap().len(), 32);
-        privo.set_attributes(&[Attr::bool(CKA_EXTRACTABLE, false)], false).unwrap();
+        privo
+            .set_attributes(&[Attr::bool(CKA_EXTRACTABLE, false)], false)
+            .unwrap();
         assert_eq!(
             privo.set_attributes(&[Attr::bool(CKA_EXTRACTABLE, true)], false),
             Err(Error::AttributeReadOnly)
         );
-        privo.set_attributes(&[Attr::bool(CKA_SENSITIVE, true)], false).unwrap();
+        privo
+            .set_attributes(&[Attr::bool(CKA_SENSITIVE, true)], false)
+            .unwrap();
         assert_eq!(
             privo.set_attributes(&[Attr::bool(CKA_SENSITIVE, false)], false),
             Err(Error::AttributeReadOnly)
@@ -494,7 +621,9 @@ mod tests {
             Err(Error::AttributeReadOnly)
         );
         assert!(!privo.attrs.get_bool(CKA_NEVER_EXTRACTABLE));
-        privo.set_attributes(&[Attr::bytes(CKA_LABEL, b"renamed")], false).unwrap();
+        privo
+            .set_attributes(&[Attr::bytes(CKA_LABEL, b"renamed")], false)
+            .unwrap();
         assert_eq!(privo.get_attribute(CKA_LABEL).unwrap(), b"renamed");
     }
 
@@ -510,7 +639,12 @@ mod tests {
             Some(Error::AttributeReadOnly)
         );
         assert_eq!(
-            generate_key_pair(CKM_EC_KEY_PAIR_GEN, &pub_t, &[Attr::bytes(CKA_SIGN, &[1, 1])]).err(),
+            generate_key_pair(
+                CKM_EC_KEY_PAIR_GEN,
+                &pub_t,
+                &[Attr::bytes(CKA_SIGN, &[1, 1])]
+            )
+            .err(),
             Some(Error::AttributeValueInvalid)
         );
         assert_eq!(
@@ -528,14 +662,20 @@ mod tests {
         let (_, base) = p256_pair(vec![]);
         let z = Zeroizing::new(vec![9u8; 32]);
         let open = derived_secret(
-            &[Attr::bool(CKA_SENSITIVE, false), Attr::bool(CKA_EXTRACTABLE, true)],
+            &[
+                Attr::bool(CKA_SENSITIVE, false),
+                Attr::bool(CKA_EXTRACTABLE, true),
+            ],
             &base,
             z.clone(),
         )
         .unwrap();
         assert_eq!(open.get_attribute(CKA_VALUE).unwrap(), vec![9u8; 32]);
         let closed = derived_secret(&[], &base, z).unwrap();
-        assert_eq!(closed.get_attribute(CKA_VALUE), Err(Error::AttributeSensitive));
+        assert_eq!(
+            closed.get_attribute(CKA_VALUE),
+            Err(Error::AttributeSensitive)
+        );
         assert!(closed.attrs.get_bool(CKA_ALWAYS_SENSITIVE));
     }
 }

@@ -22,7 +22,11 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// OWASP's recommendation for Argon2id: 19 MiB, 2 iterations, 1 lane.
     fn default() -> Self {
-        KdfParams { m_kib: 19 * 1024, t: 2, p: 1 }
+        KdfParams {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+        }
     }
 }
 
@@ -48,7 +52,8 @@ pub fn random_key() -> Result<Key> {
 }
 
 fn aead_key(key: &Key) -> Result<LessSafeKey> {
-    let k = UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| Error::DeviceError("AEAD key"))?;
+    let k =
+        UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| Error::DeviceError("AEAD key"))?;
     Ok(LessSafeKey::new(k))
 }
 
@@ -58,7 +63,11 @@ pub fn seal(key: &Key, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
     crypto::random(&mut nonce)?;
     let mut buf = plain.to_vec();
     aead_key(key)?
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
         .map_err(|_| Error::DeviceError("seal"))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
@@ -74,7 +83,11 @@ pub fn open(key: &Key, aad: &[u8], blob: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (n, ct) = blob.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(n).ok()?;
     let mut buf = Zeroizing::new(ct.to_vec());
-    let len = aead_key(key).ok()?.open_in_place(nonce, Aad::from(aad), buf.as_mut_slice()).ok()?.len();
+    let len = aead_key(key)
+        .ok()?
+        .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
+        .ok()?
+        .len();
     buf.truncate(len);
     Some(buf)
 }
@@ -94,7 +107,10 @@ impl WrappedKey {
         let mut salt = [0u8; 16];
         crypto::random(&mut salt)?;
         let kek = derive_kek(pin, &salt, kdf)?;
-        Ok(WrappedKey { salt: hex::encode(salt), blob: hex::encode(seal(&kek, b"dek", dek.as_ref())?) })
+        Ok(WrappedKey {
+            salt: hex::encode(salt),
+            blob: hex::encode(seal(&kek, b"dek", dek.as_ref())?),
+        })
     }
 
     /// Unwraps with `pin`: `Ok(None)` when the PIN is wrong.
@@ -113,13 +129,20 @@ impl WrappedKey {
 mod tests {
     use super::*;
 
-    const CHEAP: KdfParams = KdfParams { m_kib: 8, t: 1, p: 1 };
+    const CHEAP: KdfParams = KdfParams {
+        m_kib: 8,
+        t: 1,
+        p: 1,
+    };
 
     #[test]
     fn wrap_unwrap() {
         let dek = random_key().unwrap();
         let w = WrappedKey::wrap(b"1234", &dek, CHEAP).unwrap();
-        assert_eq!(w.unwrap_with(b"1234", CHEAP).unwrap().unwrap().as_ref(), dek.as_ref());
+        assert_eq!(
+            w.unwrap_with(b"1234", CHEAP).unwrap().unwrap().as_ref(),
+            dek.as_ref()
+        );
         assert!(w.unwrap_with(b"1235", CHEAP).unwrap().is_none());
     }
 

@@ -65,6 +65,11 @@ pub struct Session {
 impl Session {
     /// A new session without an operation.
     pub fn new(slot: usize, rw: bool) -> Self {
-        Session { slot, rw, calls: AtomicU64::new(0), state: Mutex::new(SessionState { op: None }) }
+        Session {
+            slot,
+            rw,
+            calls: AtomicU64::new(0),
+            state: Mutex::new(SessionState { op: None }),
+        }
     }
 }

@@ -68,7 +68,9 @@ impl Store {
     pub fn load_token(&self) -> Result<Option<TokenFile>> {
         let Some(d) = &self.dir else { return Ok(None) };
         match fs::read(d.join("token.json")) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|_| Error::TokenNotRecognized),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|_| Error::TokenNotRecognized),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(_) => Err(IO),
         }
@@ -83,7 +85,9 @@ impl Store {
 
     /// Every object file, by id. Leftover temporary files from a crash are removed.
     pub fn load_objects(&self) -> Result<Vec<(String, ObjectFile)>> {
-        let Some(d) = &self.dir else { return Ok(Vec::new()) };
+        let Some(d) = &self.dir else {
+            return Ok(Vec::new());
+        };
         let od = d.join("objects");
         let mut out = Vec::new();
         for e in fs::read_dir(&od).map_err(|_| IO)? {
@@ -94,9 +98,12 @@ impl Store {
                 let _ = fs::remove_file(e.path());
                 continue;
             }
-            let Some(id) = name.strip_suffix(".json") else { continue };
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
             let bytes = fs::read(e.path()).map_err(|_| IO)?;
-            let obj: ObjectFile = serde_json::from_slice(&bytes).map_err(|_| Error::TokenNotRecognized)?;
+            let obj: ObjectFile =
+                serde_json::from_slice(&bytes).map_err(|_| Error::TokenNotRecognized)?;
             out.push((id.to_owned(), obj));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -162,7 +169,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::new(Some(dir.path().to_path_buf())).unwrap();
         assert_eq!(s.load_token().unwrap(), None);
-        let o = ObjectFile { attrs: BTreeMap::from([("1".into(), "00".into())]), sealed: None };
+        let o = ObjectFile {
+            attrs: BTreeMap::from([("1".into(), "00".into())]),
+            sealed: None,
+        };
         s.save_object("ab", &o).unwrap();
         fs::write(dir.path().join("objects/.cd.json.123.tmp"), b"{half").unwrap();
         let all = s.load_objects().unwrap();

@@ -53,7 +53,12 @@ impl std::fmt::Debug for Token {
 
 fn obj_file(o: &Object, sealed: Option<Vec<u8>>) -> ObjectFile {
     ObjectFile {
-        attrs: o.attrs.0.iter().map(|(k, v)| (format!("{k:x}"), hex::encode(v))).collect(),
+        attrs: o
+            .attrs
+            .0
+            .iter()
+            .map(|(k, v)| (format!("{k:x}"), hex::encode(v)))
+            .collect(),
         sealed: sealed.map(hex::encode),
     }
 }
@@ -88,7 +93,15 @@ impl Token {
                 objects.insert(next_handle(), o);
             }
         }
-        Ok(Token { store, file, max_retries, init_kdf, login: None, dek: None, objects })
+        Ok(Token {
+            store,
+            file,
+            max_retries,
+            init_kdf,
+            login: None,
+            dek: None,
+            objects,
+        })
     }
 
     /// Whether the token has been initialised.
@@ -133,8 +146,18 @@ impl Token {
             n if n + 1 == m => low | last,
             _ => low,
         };
-        fl |= pin_flags(f.user_failures, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED);
-        fl |= pin_flags(f.so_failures, CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED);
+        fl |= pin_flags(
+            f.user_failures,
+            CKF_USER_PIN_COUNT_LOW,
+            CKF_USER_PIN_FINAL_TRY,
+            CKF_USER_PIN_LOCKED,
+        );
+        fl |= pin_flags(
+            f.so_failures,
+            CKF_SO_PIN_COUNT_LOW,
+            CKF_SO_PIN_FINAL_TRY,
+            CKF_SO_PIN_LOCKED,
+        );
         fl
     }
 
@@ -143,7 +166,11 @@ impl Token {
     }
 
     fn check_pin_len(pin: &Pin) -> Result<()> {
-        if PIN_LEN.contains(&pin.expose_secret().len()) { Ok(()) } else { Err(Error::PinLenRange) }
+        if PIN_LEN.contains(&pin.expose_secret().len()) {
+            Ok(())
+        } else {
+            Err(Error::PinLenRange)
+        }
     }
 
     /// Checks a PIN against `role`'s wrapped key, counting failures; the data key on success.
@@ -213,7 +240,11 @@ impl Token {
     pub fn login(&mut self, role: Role, pin: &Pin) -> Result<()> {
         self.file()?;
         if let Some(r) = self.login {
-            return Err(if r == role { Error::UserAlreadyLoggedIn } else { Error::UserAnotherAlreadyLoggedIn });
+            return Err(if r == role {
+                Error::UserAlreadyLoggedIn
+            } else {
+                Error::UserAnotherAlreadyLoggedIn
+            });
         }
         let dek = self.verify(role, pin)?;
         if role == Role::User {
@@ -264,7 +295,11 @@ impl Token {
     /// `C_SetPIN`: the SO's PIN if the SO is logged in, else the user's. Re-wraps the data key.
     pub fn set_pin(&mut self, old: &Pin, new: &Pin) -> Result<()> {
         Self::check_pin_len(new)?;
-        let role = if self.login == Some(Role::So) { Role::So } else { Role::User };
+        let role = if self.login == Some(Role::So) {
+            Role::So
+        } else {
+            Role::User
+        };
         let dek = self.verify(role, old)?;
         let mut f = self.file()?.clone();
         let w = WrappedKey::wrap(new.expose_secret(), &dek, f.kdf)?;
@@ -287,14 +322,22 @@ impl Token {
     /// adapter expects in order to log in again).
     pub fn object(&self, h: CK_OBJECT_HANDLE) -> Result<&Object> {
         let o = self.objects.get(&h).ok_or(Error::ObjectHandleInvalid)?;
-        if self.visible(o) { Ok(o) } else { Err(Error::UserNotLoggedIn) }
+        if self.visible(o) {
+            Ok(o)
+        } else {
+            Err(Error::UserNotLoggedIn)
+        }
     }
 
     /// Mutable access, with the same rules as [`Token::object`].
     pub fn object_mut(&mut self, h: CK_OBJECT_HANDLE) -> Result<&mut Object> {
         let user = self.login == Some(Role::User);
         let o = self.objects.get_mut(&h).ok_or(Error::ObjectHandleInvalid)?;
-        if !o.is_private() || user { Ok(o) } else { Err(Error::UserNotLoggedIn) }
+        if !o.is_private() || user {
+            Ok(o)
+        } else {
+            Err(Error::UserNotLoggedIn)
+        }
     }
 
     /// Writes a token object to disk (its secret sealed under the data key).

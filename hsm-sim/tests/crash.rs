@@ -59,11 +59,17 @@ fn sigkill_during_key_churn_leaves_a_usable_token() {
         std::env::set_var("KEYWARDEN_HSM_SIM_CONFIG", &cfg)
     };
     let p = cryptoki::context::Pkcs11::new(hsm_sim_lib()).unwrap();
-    p.initialize(cryptoki::context::CInitializeArgs::new(cryptoki::context::CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
+    p.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ))
+    .unwrap();
     let slot = p.get_all_slots().unwrap()[0];
     let s = p.open_rw_session(slot).unwrap();
-    s.login(cryptoki::session::UserType::User, Some(&cryptoki::types::AuthPin::new(USER_PIN.into()))).unwrap();
+    s.login(
+        cryptoki::session::UserType::User,
+        Some(&cryptoki::types::AuthPin::new(USER_PIN.into())),
+    )
+    .unwrap();
     let all = s.find_objects(&[]).unwrap();
     assert!(!all.is_empty(), "the churn left no keys");
     let mut signed = 0;
@@ -82,8 +88,12 @@ fn sigkill_during_key_churn_leaves_a_usable_token() {
             Attribute::Id(id) => id.clone(),
             other => panic!("{other:?}"),
         };
-        let sig = s.sign(&Mechanism::EcdsaSha256, *o, b"after the crash").unwrap();
-        let pubs = s.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Id(id)]).unwrap();
+        let sig = s
+            .sign(&Mechanism::EcdsaSha256, *o, b"after the crash")
+            .unwrap();
+        let pubs = s
+            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Id(id)])
+            .unwrap();
         if let Some(pk) = pubs.first() {
             p256_verify(&public_point(&s, *pk), b"after the crash", &sig);
         }

@@ -10,8 +10,8 @@ mod common;
 
 use common::*;
 use cryptoki::error::RvError;
-use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
@@ -26,7 +26,12 @@ type Outcome = Result<String, RvError>;
 struct Run(Vec<(&'static str, Outcome)>);
 
 impl Run {
-    fn ck<T>(&mut self, step: &'static str, r: cryptoki::error::Result<T>, show: impl FnOnce(T) -> String) {
+    fn ck<T>(
+        &mut self,
+        step: &'static str,
+        r: cryptoki::error::Result<T>,
+        show: impl FnOnce(T) -> String,
+    ) {
         self.0.push((step, r.map(show).map_err(rv)));
     }
     fn ok<T>(&mut self, step: &'static str, r: cryptoki::error::Result<T>) {
@@ -67,15 +72,30 @@ fn compare(script: fn(&Fixture, &mut Run), deviations: &[Deviation]) {
         match dev {
             None => assert_eq!(sa, sb, "step {step:?}: SoftHSM2 {sa:?}, hsm-sim {sb:?}"),
             Some(d) => {
-                assert_eq!(sa, &d.softhsm, "deviation {} at {step:?}: SoftHSM2 now gives {sa:?}", d.name);
-                assert_eq!(sb, &d.standard, "deviation {} at {step:?}: hsm-sim gives {sb:?}", d.name);
-                eprintln!("recorded deviation {}: SoftHSM2 {sa:?}, standard/hsm-sim {sb:?}", d.name);
+                assert_eq!(
+                    sa, &d.softhsm,
+                    "deviation {} at {step:?}: SoftHSM2 now gives {sa:?}",
+                    d.name
+                );
+                assert_eq!(
+                    sb, &d.standard,
+                    "deviation {} at {step:?}: hsm-sim gives {sb:?}",
+                    d.name
+                );
+                eprintln!(
+                    "recorded deviation {}: SoftHSM2 {sa:?}, standard/hsm-sim {sb:?}",
+                    d.name
+                );
                 seen.push(d.name);
             }
         }
     }
     for d in deviations {
-        assert!(seen.contains(&d.name), "deviation {} was not exercised", d.name);
+        assert!(
+            seen.contains(&d.name),
+            "deviation {} was not exercised",
+            d.name
+        );
     }
 }
 
@@ -126,24 +146,46 @@ fn import_p256_public(s: &Session) -> ObjectHandle {
 fn script_login(f: &Fixture, r: &mut Run) {
     let s = f.rw();
     r.ok("logout when not logged in", s.logout());
-    r.ok("login wrong PIN", s.login(UserType::User, Some(&pin("0000"))));
-    r.ok("login too-short PIN", s.login(UserType::User, Some(&pin("1"))));
+    r.ok(
+        "login wrong PIN",
+        s.login(UserType::User, Some(&pin("0000"))),
+    );
+    r.ok(
+        "login too-short PIN",
+        s.login(UserType::User, Some(&pin("1"))),
+    );
     r.ok("login user", s.login(UserType::User, Some(&pin(USER_PIN))));
-    r.ok("login user again", s.login(UserType::User, Some(&pin(USER_PIN))));
-    r.ok("login SO while user", s.login(UserType::So, Some(&pin(SO_PIN))));
-    r.ck("session state", s.get_session_info(), |i| format!("{:?}", i.session_state()));
+    r.ok(
+        "login user again",
+        s.login(UserType::User, Some(&pin(USER_PIN))),
+    );
+    r.ok(
+        "login SO while user",
+        s.login(UserType::So, Some(&pin(SO_PIN))),
+    );
+    r.ck("session state", s.get_session_info(), |i| {
+        format!("{:?}", i.session_state())
+    });
     r.ok("logout", s.logout());
     r.ok("logout again", s.logout());
     let ro = f.pkcs11.open_ro_session(f.slot).unwrap();
-    r.ok("SO login with RO session open", s.login(UserType::So, Some(&pin(SO_PIN))));
+    r.ok(
+        "SO login with RO session open",
+        s.login(UserType::So, Some(&pin(SO_PIN))),
+    );
     drop(ro);
     r.ok("SO login", s.login(UserType::So, Some(&pin(SO_PIN))));
-    r.ck("SO state", s.get_session_info(), |i| format!("{:?}", i.session_state()));
+    r.ck("SO state", s.get_session_info(), |i| {
+        format!("{:?}", i.session_state())
+    });
     r.ok("open RO session while SO", f.pkcs11.open_ro_session(f.slot));
     r.ok("SO logout", s.logout());
     r.ok("set PIN wrong old", s.set_pin(&pin("0000"), &pin("4321")));
     r.ok("set PIN", s.set_pin(&pin(USER_PIN), &pin("4321")));
-    r.ok("login old PIN", s.login(UserType::User, Some(&pin(USER_PIN))));
+    r.ok(
+        "login old PIN",
+        s.login(UserType::User, Some(&pin(USER_PIN))),
+    );
     r.ok("login new PIN", s.login(UserType::User, Some(&pin("4321"))));
 }
 
@@ -173,10 +215,21 @@ fn script_locked(f: &Fixture, r: &mut Run) {
     for _ in 0..3 {
         r.ok("wrong PIN", s.login(UserType::User, Some(&pin("0000"))));
     }
-    r.ok("wrong PIN after limit", s.login(UserType::User, Some(&pin("0000"))));
-    r.ok("right PIN after limit", s.login(UserType::User, Some(&pin(USER_PIN))));
+    r.ok(
+        "wrong PIN after limit",
+        s.login(UserType::User, Some(&pin("0000"))),
+    );
+    r.ok(
+        "right PIN after limit",
+        s.login(UserType::User, Some(&pin(USER_PIN))),
+    );
     r.ck("token flags", f.pkcs11.get_token_info(f.slot), |t| {
-        format!("locked={} low={} final={}", t.user_pin_locked(), t.user_pin_count_low(), t.user_pin_final_try())
+        format!(
+            "locked={} low={} final={}",
+            t.user_pin_locked(),
+            t.user_pin_count_low(),
+            t.user_pin_final_try()
+        )
     });
 }
 
@@ -208,26 +261,52 @@ fn locked_pin() {
 }
 
 fn script_sessions(f: &Fixture, r: &mut Run) {
-    r.raw("unknown session", f.raw.session_info_rv(0xdead_beef), String::new());
+    r.raw(
+        "unknown session",
+        f.raw.session_info_rv(0xdead_beef),
+        String::new(),
+    );
     let s = f.rw();
     let h = s.handle();
     r.raw("close session", f.raw.close(h), String::new());
-    r.raw("use closed session", f.raw.session_info_rv(h), String::new());
+    r.raw(
+        "use closed session",
+        f.raw.session_info_rv(h),
+        String::new(),
+    );
     r.raw("close closed session", f.raw.close(h), String::new());
     std::mem::forget(s);
     let s = f.rw();
-    r.ck("rw session info", s.get_session_info(), |i| format!("{:?} rw={}", i.session_state(), i.read_write()));
+    r.ck("rw session info", s.get_session_info(), |i| {
+        format!("{:?} rw={}", i.session_state(), i.read_write())
+    });
     let ro = f.pkcs11.open_ro_session(f.slot).unwrap();
-    r.ck("ro session info", ro.get_session_info(), |i| format!("{:?} rw={}", i.session_state(), i.read_write()));
+    r.ck("ro session info", ro.get_session_info(), |i| {
+        format!("{:?} rw={}", i.session_state(), i.read_write())
+    });
     s.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
-    r.ck("ro session after login", ro.get_session_info(), |i| format!("{:?}", i.session_state()));
-    let t = [Attribute::EcParams(P256_OID.to_vec()), Attribute::Token(true)];
-    r.ok("token keygen in RO session", ro.generate_key_pair(&Mechanism::EccKeyPairGen, &t, &[Attribute::Token(true)]));
-    r.raw("close all sessions", f.raw.close_all(f.slot.id()), String::new());
+    r.ck("ro session after login", ro.get_session_info(), |i| {
+        format!("{:?}", i.session_state())
+    });
+    let t = [
+        Attribute::EcParams(P256_OID.to_vec()),
+        Attribute::Token(true),
+    ];
+    r.ok(
+        "token keygen in RO session",
+        ro.generate_key_pair(&Mechanism::EccKeyPairGen, &t, &[Attribute::Token(true)]),
+    );
+    r.raw(
+        "close all sessions",
+        f.raw.close_all(f.slot.id()),
+        String::new(),
+    );
     std::mem::forget(s);
     std::mem::forget(ro);
     let s = f.rw();
-    r.ck("state after close all", s.get_session_info(), |i| format!("{:?}", i.session_state()));
+    r.ck("state after close all", s.get_session_info(), |i| {
+        format!("{:?}", i.session_state())
+    });
 }
 
 #[test]
@@ -267,43 +346,91 @@ fn script_keys(f: &Fixture, r: &mut Run) {
     ] {
         r.ck("public key attribute", attr_hex(&s, pubk, ty), |x| x);
     }
-    r.ck("EC_POINT is a DER OCTET STRING", s.get_attributes(pubk, &[AttributeType::EcPoint]), |v| match &v[0] {
-        Attribute::EcPoint(p) => format!("{:02x}{:02x}{:02x} len {}", p[0], p[1], p[2], p.len()),
-        o => format!("{o:?}"),
-    });
+    r.ck(
+        "EC_POINT is a DER OCTET STRING",
+        s.get_attributes(pubk, &[AttributeType::EcPoint]),
+        |v| match &v[0] {
+            Attribute::EcPoint(p) => {
+                format!("{:02x}{:02x}{:02x} len {}", p[0], p[1], p[2], p.len())
+            }
+            o => format!("{o:?}"),
+        },
+    );
     // Sensitive value: raw call to see the length and code.
     let (code, len, _) = f.raw.attr(s.handle(), privk.handle(), CKA_VALUE, None);
     r.raw("read sensitive CKA_VALUE", code, format!("{len}"));
-    r.raw("ulValueLen of a sensitive attribute", CKR_OK, format!("{:#x}", len));
+    r.raw(
+        "ulValueLen of a sensitive attribute",
+        CKR_OK,
+        format!("{:#x}", len),
+    );
     let (code, len, _) = f.raw.attr(s.handle(), privk.handle(), CKA_MODULUS, None);
     r.raw("attribute not on this object", code, String::new());
     r.raw("its ulValueLen", CKR_OK, format!("{:#x}", len));
     // Two-call length convention.
     let (code, len, _) = f.raw.attr(s.handle(), pubk.handle(), CKA_EC_PARAMS, None);
     r.raw("EC_PARAMS length query", code, format!("{len}"));
-    let (code, len, _) = f.raw.attr(s.handle(), pubk.handle(), CKA_EC_PARAMS, Some(4));
+    let (code, len, _) = f
+        .raw
+        .attr(s.handle(), pubk.handle(), CKA_EC_PARAMS, Some(4));
     r.raw("EC_PARAMS too-small buffer", code, format!("{len:#x}"));
-    let (code, _, v) = f.raw.attr(s.handle(), pubk.handle(), CKA_EC_PARAMS, Some(64));
+    let (code, _, v) = f
+        .raw
+        .attr(s.handle(), pubk.handle(), CKA_EC_PARAMS, Some(64));
     r.raw("EC_PARAMS read", code, hex::encode(v));
     // Attribute changes.
-    r.ok("EXTRACTABLE false->true", s.update_attributes(privk, &[Attribute::Extractable(true)]));
-    r.ok("SENSITIVE true->false", s.update_attributes(privk, &[Attribute::Sensitive(false)]));
-    r.ok("set ALWAYS_SENSITIVE", s.update_attributes(privk, &[Attribute::AlwaysSensitive(false)]));
-    r.ok("set LABEL", s.update_attributes(privk, &[Attribute::Label(b"renamed".to_vec())]));
-    r.ck("LABEL after set", attr_hex(&s, privk, AttributeType::Label), |x| x);
-    r.ok("set KEY_TYPE", s.update_attributes(privk, &[Attribute::KeyType(KeyType::RSA)]));
+    r.ok(
+        "EXTRACTABLE false->true",
+        s.update_attributes(privk, &[Attribute::Extractable(true)]),
+    );
+    r.ok(
+        "SENSITIVE true->false",
+        s.update_attributes(privk, &[Attribute::Sensitive(false)]),
+    );
+    r.ok(
+        "set ALWAYS_SENSITIVE",
+        s.update_attributes(privk, &[Attribute::AlwaysSensitive(false)]),
+    );
+    r.ok(
+        "set LABEL",
+        s.update_attributes(privk, &[Attribute::Label(b"renamed".to_vec())]),
+    );
+    r.ck(
+        "LABEL after set",
+        attr_hex(&s, privk, AttributeType::Label),
+        |x| x,
+    );
+    r.ok(
+        "set KEY_TYPE",
+        s.update_attributes(privk, &[Attribute::KeyType(KeyType::RSA)]),
+    );
     // Find.
-    r.ck("find by id", s.find_objects(&[Attribute::Id(b"id1".to_vec())]), |v| format!("{}", v.len()));
+    r.ck(
+        "find by id",
+        s.find_objects(&[Attribute::Id(b"id1".to_vec())]),
+        |v| format!("{}", v.len()),
+    );
     r.ck(
         "find private by id",
-        s.find_objects(&[Attribute::Id(b"id1".to_vec()), Attribute::Class(ObjectClass::PRIVATE_KEY)]),
+        s.find_objects(&[
+            Attribute::Id(b"id1".to_vec()),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+        ]),
         |v| format!("{} same={}", v.len(), v.first() == Some(&privk)),
     );
     r.ok("destroy", s.destroy_object(privk));
     r.ok("destroy again", s.destroy_object(privk));
-    r.ck("find after destroy", s.find_objects(&[Attribute::Id(b"id1".to_vec())]), |v| format!("{}", v.len()));
+    r.ck(
+        "find after destroy",
+        s.find_objects(&[Attribute::Id(b"id1".to_vec())]),
+        |v| format!("{}", v.len()),
+    );
     s.logout().unwrap();
-    r.ck("find before login sees only public", s.find_objects(&[]), |v| format!("{}", v.len()));
+    r.ck(
+        "find before login sees only public",
+        s.find_objects(&[]),
+        |v| format!("{}", v.len()),
+    );
 }
 
 #[test]
@@ -325,14 +452,44 @@ fn script_sign(f: &Fixture, r: &mut Run) {
     let deriver = import_p256(&s, false, true);
     let public = import_p256_public(&s);
     let d = digest_of(b"m");
-    r.ok("ECDSA_SHA256 supported", s.sign(&Mechanism::EcdsaSha256, signer, b"m"));
-    r.ok("sign with derive-only key", s.sign(&Mechanism::Ecdsa, deriver, &d));
-    r.raw("sign without init", f.raw.sign(h, &d, Some(64)).0, String::new());
-    r.raw("unknown mechanism", f.raw.sign_init(h, 0x8000_1234, signer.handle()), String::new());
-    r.raw("digest mechanism for signing", f.raw.sign_init(h, CKM_SHA256, signer.handle()), String::new());
-    r.raw("sign init", f.raw.sign_init(h, CKM_ECDSA, signer.handle()), String::new());
-    r.raw("sign init again", f.raw.sign_init(h, CKM_ECDSA, signer.handle()), String::new());
-    r.raw("digest init while signing", f.raw.digest_init(h, CKM_SHA256), String::new());
+    r.ok(
+        "ECDSA_SHA256 supported",
+        s.sign(&Mechanism::EcdsaSha256, signer, b"m"),
+    );
+    r.ok(
+        "sign with derive-only key",
+        s.sign(&Mechanism::Ecdsa, deriver, &d),
+    );
+    r.raw(
+        "sign without init",
+        f.raw.sign(h, &d, Some(64)).0,
+        String::new(),
+    );
+    r.raw(
+        "unknown mechanism",
+        f.raw.sign_init(h, 0x8000_1234, signer.handle()),
+        String::new(),
+    );
+    r.raw(
+        "digest mechanism for signing",
+        f.raw.sign_init(h, CKM_SHA256, signer.handle()),
+        String::new(),
+    );
+    r.raw(
+        "sign init",
+        f.raw.sign_init(h, CKM_ECDSA, signer.handle()),
+        String::new(),
+    );
+    r.raw(
+        "sign init again",
+        f.raw.sign_init(h, CKM_ECDSA, signer.handle()),
+        String::new(),
+    );
+    r.raw(
+        "digest init while signing",
+        f.raw.digest_init(h, CKM_SHA256),
+        String::new(),
+    );
     let (code, len, _) = f.raw.sign(h, &d, None);
     r.raw("signature length query", code, format!("{len}"));
     let (code, len, _) = f.raw.sign(h, &d, Some(10));
@@ -345,16 +502,39 @@ fn script_sign(f: &Fixture, r: &mut Run) {
         let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
         p256::ecdsa::Signature::from_slice(&sig).is_ok_and(|s| vk.verify(b"m", &s).is_ok())
     };
-    r.raw("sign after the length dance", code, format!("{len} valid={valid}"));
-    r.raw("sign once more without init", f.raw.sign(h, &d, Some(64)).0, String::new());
+    r.raw(
+        "sign after the length dance",
+        code,
+        format!("{len} valid={valid}"),
+    );
+    r.raw(
+        "sign once more without init",
+        f.raw.sign(h, &d, Some(64)).0,
+        String::new(),
+    );
     let sig = s.sign(&Mechanism::Ecdsa, signer, &d).unwrap();
     p256_verify_prehash(&point, &d, &sig);
     r.ok("verify", s.verify(&Mechanism::Ecdsa, public, &d, &sig));
-    r.ok("verify wrong digest", s.verify(&Mechanism::Ecdsa, public, &digest_of(b"x"), &sig));
-    r.ok("verify short signature", s.verify(&Mechanism::Ecdsa, public, &d, &sig[..63]));
-    r.ok("verify with private key", s.verify(&Mechanism::Ecdsa, signer, &d, &sig));
-    r.ok("sign with public key", s.sign(&Mechanism::Ecdsa, public, &d));
-    r.ok("sign with bogus handle", s.sign(&Mechanism::Ecdsa, unsafe_handle(0x7777_7777), &d));
+    r.ok(
+        "verify wrong digest",
+        s.verify(&Mechanism::Ecdsa, public, &digest_of(b"x"), &sig),
+    );
+    r.ok(
+        "verify short signature",
+        s.verify(&Mechanism::Ecdsa, public, &d, &sig[..63]),
+    );
+    r.ok(
+        "verify with private key",
+        s.verify(&Mechanism::Ecdsa, signer, &d, &sig),
+    );
+    r.ok(
+        "sign with public key",
+        s.sign(&Mechanism::Ecdsa, public, &d),
+    );
+    r.ok(
+        "sign with bogus handle",
+        s.sign(&Mechanism::Ecdsa, unsafe_handle(0x7777_7777), &d),
+    );
     let ed = s
         .create_object(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -366,12 +546,26 @@ fn script_sign(f: &Fixture, r: &mut Run) {
         ])
         .unwrap();
     let eddsa = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-    r.ck("EdDSA signature (deterministic)", s.sign(&eddsa, ed, b"deterministic"), hex::encode);
-    r.ok("ECDSA with an Ed25519 key", s.sign(&Mechanism::Ecdsa, ed, &d));
+    r.ck(
+        "EdDSA signature (deterministic)",
+        s.sign(&eddsa, ed, b"deterministic"),
+        hex::encode,
+    );
+    r.ok(
+        "ECDSA with an Ed25519 key",
+        s.sign(&Mechanism::Ecdsa, ed, &d),
+    );
     r.ok("EdDSA with a P-256 key", s.sign(&eddsa, signer, b"m"));
-    r.ok("raw ECDSA sign init", s.sign_init(&Mechanism::Ecdsa, signer));
+    r.ok(
+        "raw ECDSA sign init",
+        s.sign_init(&Mechanism::Ecdsa, signer),
+    );
     r.ok("raw ECDSA is single-part", s.sign_update(b"a"));
-    r.raw("after the refused update", f.raw.sign(h, &d, Some(64)).0, String::new());
+    r.raw(
+        "after the refused update",
+        f.raw.sign(h, &d, Some(64)).0,
+        String::new(),
+    );
     r.ok("EdDSA sign init", s.sign_init(&eddsa, ed));
     r.ok("EdDSA is single-part", s.sign_update(b"a"));
 }
@@ -430,20 +624,35 @@ fn script_digest_derive(f: &Fixture, r: &mut Run) {
     let s = f.user_rw();
     let h = s.handle();
     r.ck("digest", s.digest(&Mechanism::Sha256, b"abc"), hex::encode);
-    r.raw("digest without init", f.raw.digest(h, b"abc", Some(32)).0, String::new());
-    r.raw("digest init", f.raw.digest_init(h, CKM_SHA256), String::new());
+    r.raw(
+        "digest without init",
+        f.raw.digest(h, b"abc", Some(32)).0,
+        String::new(),
+    );
+    r.raw(
+        "digest init",
+        f.raw.digest_init(h, CKM_SHA256),
+        String::new(),
+    );
     let (code, len, _) = f.raw.digest(h, b"abc", Some(3));
     r.raw("digest too-small buffer", code, format!("{len}"));
     let (code, _, d) = f.raw.digest(h, b"abc", Some(32));
     r.raw("digest after too-small", code, hex::encode(d));
-    r.raw("unknown digest mechanism", f.raw.digest_init(h, 0x8000_4321), String::new());
+    r.raw(
+        "unknown digest mechanism",
+        f.raw.digest_init(h, 0x8000_4321),
+        String::new(),
+    );
     s.digest_init(&Mechanism::Sha256).unwrap();
     r.ok("digest update", s.digest_update(b"a"));
     r.ok("digest update", s.digest_update(b"bc"));
     r.ck("digest final", s.digest_final(), hex::encode);
     let deriver = import_p256(&s, false, true);
     let signer = import_p256(&s, true, false);
-    let peer = p256::SecretKey::from_slice(&PEER_SCALAR).unwrap().public_key().to_sec1_bytes();
+    let peer = p256::SecretKey::from_slice(&PEER_SCALAR)
+        .unwrap()
+        .public_key()
+        .to_sec1_bytes();
     let t = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -452,7 +661,11 @@ fn script_digest_derive(f: &Fixture, r: &mut Run) {
         Attribute::Extractable(true),
     ];
     let k = s.derive_key(&mech(&peer), deriver, &t);
-    r.ck("ECDH value", k.and_then(|k| s.get_attributes(k, &[AttributeType::Value])), |v| format!("{v:?}"));
+    r.ck(
+        "ECDH value",
+        k.and_then(|k| s.get_attributes(k, &[AttributeType::Value])),
+        |v| format!("{v:?}"),
+    );
     let k = s.derive_key(&mech(&peer), deriver, &t).unwrap();
     for (step, ty) in [
         ("derived VALUE_LEN", AttributeType::ValueLen),
@@ -462,19 +675,30 @@ fn script_digest_derive(f: &Fixture, r: &mut Run) {
     ] {
         r.ck(step, attr_hex(&s, k, ty), |x| x);
     }
-    r.ok("derive with sign-only key", s.derive_key(&mech(&peer), signer, &t));
+    r.ok(
+        "derive with sign-only key",
+        s.derive_key(&mech(&peer), signer, &t),
+    );
     let mut short = t.clone();
     short.push(Attribute::ValueLen(16.into()));
     r.ck(
         "ECDH value with VALUE_LEN",
-        s.derive_key(&mech(&peer), deriver, &short).and_then(|k| s.get_attributes(k, &[AttributeType::Value])),
+        s.derive_key(&mech(&peer), deriver, &short)
+            .and_then(|k| s.get_attributes(k, &[AttributeType::Value])),
         |v| format!("{v:?}"),
     );
-    let sensitive = vec![Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::GENERIC_SECRET), Attribute::Token(false)];
+    let sensitive = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Token(false),
+    ];
     let k = s.derive_key(&mech(&peer), deriver, &sensitive).unwrap();
     let (code, len, _) = f.raw.attr(h, k.handle(), CKA_VALUE, Some(64));
     r.raw("sensitive derived value", code, format!("{len:#x}"));
-    r.ok("derive with unknown mechanism", s.derive_key(&Mechanism::Sha256, deriver, &t));
+    r.ok(
+        "derive with unknown mechanism",
+        s.derive_key(&Mechanism::Sha256, deriver, &t),
+    );
     r.ck(
         "mechanism list has ours",
         f.pkcs11.get_mechanism_list(f.slot),

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
-use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
@@ -45,7 +45,9 @@ fn p256_signatures_verify_with_p256_crate() {
     // The token's own verification agrees and rejects a modified message.
     s.verify(&Mechanism::EcdsaSha256, pubk, msg, &sig).unwrap();
     s.verify(&Mechanism::Ecdsa, pubk, &digest, &sig).unwrap();
-    let e = s.verify(&Mechanism::EcdsaSha256, pubk, b"other", &sig).unwrap_err();
+    let e = s
+        .verify(&Mechanism::EcdsaSha256, pubk, b"other", &sig)
+        .unwrap_err();
     assert_eq!(rv(e), RvError::SignatureInvalid);
     s.verify_init(&Mechanism::EcdsaSha256, pubk).unwrap();
     s.verify_update(msg).unwrap();
@@ -56,9 +58,14 @@ fn p256_signatures_verify_with_p256_crate() {
 fn ed25519_signatures_verify_with_dalek() {
     let f = Fixture::new(Kind::HsmSim);
     let s = f.user_rw();
-    let pub_t = vec![Attribute::EcParams(ED25519_OID.to_vec()), Attribute::Token(true)];
+    let pub_t = vec![
+        Attribute::EcParams(ED25519_OID.to_vec()),
+        Attribute::Token(true),
+    ];
     let priv_t = vec![Attribute::Token(true), Attribute::Sign(true)];
-    let (pubk, privk) = s.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &pub_t, &priv_t).unwrap();
+    let (pubk, privk) = s
+        .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &pub_t, &priv_t)
+        .unwrap();
     let point = public_point(&s, pubk);
     assert_eq!(point.len(), 32);
     let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
@@ -66,7 +73,8 @@ fn ed25519_signatures_verify_with_dalek() {
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&point.clone().try_into().unwrap()).unwrap();
     let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
     vk.verify_strict(b"ed message", &sig).unwrap();
-    s.verify(&mech, pubk, b"ed message", &sig.to_bytes()).unwrap();
+    s.verify(&mech, pubk, b"ed message", &sig.to_bytes())
+        .unwrap();
     // ECDSA mechanisms do not fit an Ed25519 key.
     let e = s.sign(&Mechanism::EcdsaSha256, privk, b"x").unwrap_err();
     assert_eq!(rv(e), RvError::KeyTypeInconsistent);
@@ -88,7 +96,9 @@ fn ecdh_matches_software_computation() {
         Attribute::Sensitive(false),
         Attribute::Extractable(true),
     ];
-    let k = s.derive_key(&Mechanism::Ecdh1Derive(params), privk, &template).unwrap();
+    let k = s
+        .derive_key(&Mechanism::Ecdh1Derive(params), privk, &template)
+        .unwrap();
     let value = match &s.get_attributes(k, &[AttributeType::Value]).unwrap()[0] {
         Attribute::Value(v) => v.clone(),
         other => panic!("{other:?}"),
@@ -97,11 +107,19 @@ fn ecdh_matches_software_computation() {
     let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), token_pub.as_affine());
     assert_eq!(value.as_slice(), expected.raw_secret_bytes().as_slice());
     // A sensitive derived key keeps its value.
-    let sensitive = vec![Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Token(false)];
+    let sensitive = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Token(false),
+    ];
     let params = Ecdh1DeriveParams::new(EcKdf::null(), &peer_point);
-    let k2 = s.derive_key(&Mechanism::Ecdh1Derive(params), privk, &sensitive).unwrap();
+    let k2 = s
+        .derive_key(&Mechanism::Ecdh1Derive(params), privk, &sensitive)
+        .unwrap();
     let info = s.get_attribute_info(k2, &[AttributeType::Value]).unwrap();
-    assert!(matches!(info[0], cryptoki::object::AttributeInfo::Sensitive), "{info:?}");
+    assert!(
+        matches!(info[0], cryptoki::object::AttributeInfo::Sensitive),
+        "{info:?}"
+    );
     // The key may derive but not sign.
     let e = s.sign(&Mechanism::EcdsaSha256, privk, b"x").unwrap_err();
     assert_eq!(rv(e), RvError::KeyFunctionNotPermitted);
@@ -114,14 +132,19 @@ fn token_objects_survive_restart_and_secrets_stay_encrypted() {
         let s = f.user_rw();
         let (pubk, _) = gen_p256(&s, true, true, false, b"persist");
         // An extractable key lets the test know a scalar to look for on disk.
-        let pub_t = vec![Attribute::EcParams(P256_OID.to_vec()), Attribute::Token(true)];
+        let pub_t = vec![
+            Attribute::EcParams(P256_OID.to_vec()),
+            Attribute::Token(true),
+        ];
         let priv_t = vec![
             Attribute::Token(true),
             Attribute::Sensitive(false),
             Attribute::Extractable(true),
             Attribute::Label(b"open".to_vec()),
         ];
-        let (_, k) = s.generate_key_pair(&Mechanism::EccKeyPairGen, &pub_t, &priv_t).unwrap();
+        let (_, k) = s
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &pub_t, &priv_t)
+            .unwrap();
         let scalar = match &s.get_attributes(k, &[AttributeType::Value]).unwrap()[0] {
             Attribute::Value(v) => v.clone(),
             other => panic!("{other:?}"),
@@ -136,17 +159,25 @@ fn token_objects_survive_restart_and_secrets_stay_encrypted() {
         assert!(!text.contains(&needle), "private key stored in clear");
     }
     let p = Pkcs11::new(&f.lib).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
     let s = p.open_rw_session(f.slot).unwrap();
     // Before login only public objects are visible.
-    let before = s.find_objects(&[Attribute::Id(b"persist".to_vec())]).unwrap();
+    let before = s
+        .find_objects(&[Attribute::Id(b"persist".to_vec())])
+        .unwrap();
     assert_eq!(before.len(), 1);
     s.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
     let keys = s
-        .find_objects(&[Attribute::Id(b"persist".to_vec()), Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .find_objects(&[
+            Attribute::Id(b"persist".to_vec()),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+        ])
         .unwrap();
     assert_eq!(keys.len(), 1);
-    let sig = s.sign(&Mechanism::EcdsaSha256, keys[0], b"after restart").unwrap();
+    let sig = s
+        .sign(&Mechanism::EcdsaSha256, keys[0], b"after restart")
+        .unwrap();
     p256_verify(&point, b"after restart", &sig);
 }
 
@@ -164,10 +195,13 @@ fn set_pin_rewraps_keys() {
     drop(s);
     f.pkcs11.finalize().unwrap();
     let p = Pkcs11::new(&f.lib).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
     let s = p.open_rw_session(f.slot).unwrap();
     s.login(UserType::User, Some(&pin("new-pin-99"))).unwrap();
-    let k = s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]).unwrap();
+    let k = s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap();
     let sig = s.sign(&Mechanism::EcdsaSha256, k[0], b"m").unwrap();
     p256_verify(&point, b"m", &sig);
 }
@@ -177,11 +211,17 @@ fn pin_locks_after_retries_and_so_unlocks() {
     let f = Fixture::with(Kind::HsmSim, None, Some(3));
     let s = f.rw();
     for _ in 0..3 {
-        assert_eq!(rv(s.login(UserType::User, Some(&pin("9999"))).unwrap_err()), RvError::PinIncorrect);
+        assert_eq!(
+            rv(s.login(UserType::User, Some(&pin("9999"))).unwrap_err()),
+            RvError::PinIncorrect
+        );
     }
     let flags = f.pkcs11.get_token_info(f.slot).unwrap();
     assert!(flags.user_pin_locked());
-    assert_eq!(rv(s.login(UserType::User, Some(&pin(USER_PIN))).unwrap_err()), RvError::PinLocked);
+    assert_eq!(
+        rv(s.login(UserType::User, Some(&pin(USER_PIN))).unwrap_err()),
+        RvError::PinLocked
+    );
     s.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
     s.init_pin(&pin("5678")).unwrap();
     s.logout().unwrap();
@@ -191,14 +231,20 @@ fn pin_locks_after_retries_and_so_unlocks() {
 
 #[test]
 fn session_invalidation_fault() {
-    let faults = FaultConfig { session_invalidate_after_ops: Some(5), ..Default::default() };
+    let faults = FaultConfig {
+        session_invalidate_after_ops: Some(5),
+        ..Default::default()
+    };
     let f = Fixture::with(Kind::HsmSim, Some(faults), None);
     let s = f.rw();
     let h = s.handle();
     for _ in 0..5 {
         assert_eq!(f.raw.session_info_rv(h), cryptoki_sys::CKR_OK);
     }
-    assert_eq!(f.raw.session_info_rv(h), cryptoki_sys::CKR_SESSION_HANDLE_INVALID);
+    assert_eq!(
+        f.raw.session_info_rv(h),
+        cryptoki_sys::CKR_SESSION_HANDLE_INVALID
+    );
     // A new session works again.
     let s2 = f.rw();
     s2.get_session_info().unwrap();
@@ -207,7 +253,11 @@ fn session_invalidation_fault() {
 #[test]
 fn device_removed_window_by_ops() {
     let faults = FaultConfig {
-        device_removed: vec![RemovedWindow { after_ops: Some(4), for_ops: Some(3), ..Default::default() }],
+        device_removed: vec![RemovedWindow {
+            after_ops: Some(4),
+            for_ops: Some(3),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let f = Fixture::with(Kind::HsmSim, Some(faults), None);
@@ -218,19 +268,40 @@ fn device_removed_window_by_ops() {
     use cryptoki_sys::{CKR_DEVICE_REMOVED, CKR_OK, CKR_SESSION_HANDLE_INVALID};
     assert_eq!(
         results,
-        [CKR_OK, CKR_OK, CKR_OK, CKR_DEVICE_REMOVED, CKR_SESSION_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID,
-         CKR_SESSION_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID]
+        [
+            CKR_OK,
+            CKR_OK,
+            CKR_OK,
+            CKR_DEVICE_REMOVED,
+            CKR_SESSION_HANDLE_INVALID,
+            CKR_SESSION_HANDLE_INVALID,
+            CKR_SESSION_HANDLE_INVALID,
+            CKR_SESSION_HANDLE_INVALID
+        ]
     );
     std::mem::forget(s);
     // Calls on a lost session do not reach the device; the window goes on for ops 5 and 6.
-    let opens: Vec<_> = (0..3).map(|_| f.pkcs11.open_rw_session(f.slot).map(|_| ()).map_err(rv)).collect();
-    assert_eq!(opens, [Err(RvError::DeviceRemoved), Err(RvError::DeviceRemoved), Ok(())]);
+    let opens: Vec<_> = (0..3)
+        .map(|_| f.pkcs11.open_rw_session(f.slot).map(|_| ()).map_err(rv))
+        .collect();
+    assert_eq!(
+        opens,
+        [
+            Err(RvError::DeviceRemoved),
+            Err(RvError::DeviceRemoved),
+            Ok(())
+        ]
+    );
 }
 
 #[test]
 fn device_removed_window_by_time() {
     let faults = FaultConfig {
-        device_removed: vec![RemovedWindow { start_ms: Some(0), duration_ms: Some(300), ..Default::default() }],
+        device_removed: vec![RemovedWindow {
+            start_ms: Some(0),
+            duration_ms: Some(300),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let f = Fixture::with(Kind::HsmSim, Some(faults), None);
@@ -244,11 +315,17 @@ fn device_removed_window_by_time() {
 
 #[test]
 fn session_limit_fault() {
-    let faults = FaultConfig { max_sessions: Some(2), ..Default::default() };
+    let faults = FaultConfig {
+        max_sessions: Some(2),
+        ..Default::default()
+    };
     let f = Fixture::with(Kind::HsmSim, Some(faults), None);
     let a = f.rw();
     let _b = f.rw();
-    assert_eq!(rv(f.pkcs11.open_rw_session(f.slot).unwrap_err()), RvError::SessionCount);
+    assert_eq!(
+        rv(f.pkcs11.open_rw_session(f.slot).unwrap_err()),
+        RvError::SessionCount
+    );
     drop(a);
     let _c = f.rw();
 }
@@ -258,7 +335,10 @@ fn error_pattern(seed: u64) -> Vec<bool> {
         seed,
         errors: BTreeMap::from([(
             "C_GenerateRandom".to_string(),
-            ErrorFault { rate: 0.25, rv: "CKR_DEVICE_ERROR".into() },
+            ErrorFault {
+                rate: 0.25,
+                rv: "CKR_DEVICE_ERROR".into(),
+            },
         )]),
         latency_ms: BTreeMap::from([("C_GenerateRandom".to_string(), 1)]),
         ..Default::default()
@@ -284,7 +364,10 @@ fn error_pattern(seed: u64) -> Vec<bool> {
 fn error_rate_is_replayable_through_the_module() {
     let t = std::time::Instant::now();
     let a = error_pattern(1234);
-    assert!(t.elapsed() >= std::time::Duration::from_millis(40), "latency was injected");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(40),
+        "latency was injected"
+    );
     assert_eq!(a, error_pattern(1234));
     assert!(a.iter().any(|e| *e) && a.iter().any(|e| !*e));
 }
@@ -318,11 +401,16 @@ fn unsupported_things_are_refused_not_crashed() {
     let (_, privk) = gen_p256(&s, false, true, false, b"u");
     let e = s.sign(&Mechanism::Sha256, privk, b"x").unwrap_err();
     assert_eq!(rv(e), RvError::MechanismInvalid);
-    let e = s.encrypt(&Mechanism::AesEcb, privk, b"0123456789abcdef").unwrap_err();
+    let e = s
+        .encrypt(&Mechanism::AesEcb, privk, b"0123456789abcdef")
+        .unwrap_err();
     assert_eq!(rv(e), RvError::FunctionNotSupported);
     let e = s
         .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into())])
         .unwrap_err();
     assert_eq!(rv(e), RvError::FunctionNotSupported);
-    assert_eq!(s.digest(&Mechanism::Sha256, b"abc").unwrap(), sha2::Sha256::digest(b"abc").to_vec());
+    assert_eq!(
+        s.digest(&Mechanism::Sha256, b"abc").unwrap(),
+        sha2::Sha256::digest(b"abc").to_vec()
+    );
 }

@@ -19,7 +19,8 @@ use secrecy::SecretString;
 
 /// A token in a temporary directory, configured for this process.
 struct Token {
-    dir: tempfile::TempDir,
+    /// Kept alive (and so not deleted) as long as the vault uses the token.
+    _dir: tempfile::TempDir,
 }
 
 impl Token {
@@ -31,7 +32,7 @@ impl Token {
         unsafe {
             std::env::set_var("KEYWARDEN_HSM_SIM_CONFIG", &cfg)
         };
-        Token { dir }
+        Token { _dir: dir }
     }
 
     fn config(&self) -> Pkcs11Config {
@@ -48,7 +49,9 @@ fn raw_session() -> Session {
     let slot = ctx.get_slots_with_token().unwrap()[0];
     let s = ctx.open_rw_session(slot).unwrap();
     match s.login(UserType::User, Some(&SecretString::from(USER_PIN))) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
         Err(e) => panic!("login: {e}"),
     }
     s
@@ -58,7 +61,10 @@ fn raw_session() -> Session {
 fn export_attempts(key: &KeyRef) -> Vec<ExportAttempt> {
     let s = raw_session();
     let h = s
-        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(key.as_bytes().to_vec())])
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(key.as_bytes().to_vec()),
+        ])
         .unwrap()[0];
     let mut out = Vec::new();
     out.push(ExportAttempt {
@@ -72,18 +78,30 @@ fn export_attempts(key: &KeyRef) -> Vec<ExportAttempt> {
         },
     });
     for (name, attr) in [
-        ("C_SetAttributeValue(CKA_EXTRACTABLE=true)", Attribute::Extractable(true)),
-        ("C_SetAttributeValue(CKA_SENSITIVE=false)", Attribute::Sensitive(false)),
+        (
+            "C_SetAttributeValue(CKA_EXTRACTABLE=true)",
+            Attribute::Extractable(true),
+        ),
+        (
+            "C_SetAttributeValue(CKA_SENSITIVE=false)",
+            Attribute::Sensitive(false),
+        ),
     ] {
         out.push(ExportAttempt {
             method: name.into(),
-            outcome: s.update_attributes(h, &[attr]).map(|()| b"changed".to_vec()).map_err(|e| e.to_string()),
+            outcome: s
+                .update_attributes(h, &[attr])
+                .map(|()| b"changed".to_vec())
+                .map_err(|e| e.to_string()),
         });
     }
     out.push(ExportAttempt {
         method: "C_CopyObject(CKA_SENSITIVE=false)".into(),
         outcome: s
-            .copy_object(h, &[Attribute::Sensitive(false), Attribute::Extractable(true)])
+            .copy_object(
+                h,
+                &[Attribute::Sensitive(false), Attribute::Extractable(true)],
+            )
             .map(|_| b"copied".to_vec())
             .map_err(|e| e.to_string()),
     });
@@ -93,7 +111,8 @@ fn export_attempts(key: &KeyRef) -> Vec<ExportAttempt> {
 async fn harness() -> Harness {
     let token = Token::new(None);
     let vault = Pkcs11Vault::open(token.config()).unwrap();
-    Harness::new(Arc::new(vault), token).with_export_probe(Arc::new(|key: &KeyRef| export_attempts(key)))
+    Harness::new(Arc::new(vault), token)
+        .with_export_probe(Arc::new(|key: &KeyRef| export_attempts(key)))
 }
 
 keywarden_vault::conformance_tests!(harness);
@@ -104,32 +123,54 @@ async fn long_signing_run_survives_session_invalidation() {
     // then a session dies every few signatures. With fewer, the session can die between
     // C_GenerateKeyPair and the adapter's next call; its retry then creates a second pair with
     // the same CKA_ID (reported to the adapter's owner), which is not what this test is about.
-    let faults = FaultConfig { session_invalidate_after_ops: Some(20), ..Default::default() };
+    let faults = FaultConfig {
+        session_invalidate_after_ops: Some(20),
+        ..Default::default()
+    };
     let token = Token::new(Some(faults));
     let vault = Pkcs11Vault::open(token.config()).unwrap();
-    let key = vault.generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "inv").unwrap()).await.unwrap();
+    let key = vault
+        .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "inv").unwrap())
+        .await
+        .unwrap();
     for i in 0..200u32 {
         let msg = i.to_be_bytes();
-        let sig = vault.sign(&key.key_ref, &msg).await.unwrap_or_else(|e| panic!("signature {i}: {e}"));
-        assert!(independent_verify(&key.public_key, &msg, &sig), "signature {i} invalid");
+        let sig = vault
+            .sign(&key.key_ref, &msg)
+            .await
+            .unwrap_or_else(|e| panic!("signature {i}: {e}"));
+        assert!(
+            independent_verify(&key.public_key, &msg, &sig),
+            "signature {i} invalid"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_removal_window_gives_device_unavailable_then_recovers() {
     let faults = FaultConfig {
-        device_removed: vec![RemovedWindow { start_ms: Some(1500), duration_ms: Some(1000), ..Default::default() }],
+        device_removed: vec![RemovedWindow {
+            start_ms: Some(1500),
+            duration_ms: Some(1000),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let token = Token::new(Some(faults));
     let vault = Pkcs11Vault::open(token.config()).unwrap();
-    let key = vault.generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "rm").unwrap()).await.unwrap();
+    let key = vault
+        .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "rm").unwrap())
+        .await
+        .unwrap();
     let sig = vault.sign(&key.key_ref, b"before").await.unwrap();
     assert!(independent_verify(&key.public_key, b"before", &sig));
     // Into the window (the clock started at C_Initialize, when the vault opened).
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let e = vault.sign(&key.key_ref, b"during").await.unwrap_err();
-    assert!(matches!(e, keywarden_vault::Error::DeviceUnavailable(_)), "{e:?}");
+    assert!(
+        matches!(e, keywarden_vault::Error::DeviceUnavailable(_)),
+        "{e:?}"
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let sig = vault.sign(&key.key_ref, b"after").await.unwrap();
     assert!(independent_verify(&key.public_key, b"after", &sig));
@@ -137,11 +178,21 @@ async fn device_removal_window_gives_device_unavailable_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_stays_under_the_session_limit() {
-    let faults = FaultConfig { max_sessions: Some(3), ..Default::default() };
+    let faults = FaultConfig {
+        max_sessions: Some(3),
+        ..Default::default()
+    };
     let token = Token::new(Some(faults));
     let vault = Arc::new(Pkcs11Vault::open(token.config()).unwrap());
-    assert!(vault.max_sessions() <= 3, "pool allows {}", vault.max_sessions());
-    let key = vault.generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "lim").unwrap()).await.unwrap();
+    assert!(
+        vault.max_sessions() <= 3,
+        "pool allows {}",
+        vault.max_sessions()
+    );
+    let key = vault
+        .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "lim").unwrap())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for t in 0..8u8 {
         let (vault, key) = (Arc::clone(&vault), key.clone());

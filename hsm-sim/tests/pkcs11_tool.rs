@@ -18,7 +18,11 @@ fn tool(module: &Path, cfg: &Path, args: &[&str]) -> String {
         .env("KEYWARDEN_HSM_SIM_CONFIG", cfg)
         .output()
         .expect("pkcs11-tool (package opensc) must be installed");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pkcs11-tool {args:?} failed:\n{text}");
     text
 }
@@ -42,14 +46,32 @@ fn pkcs11_tool_keygen_sign_and_read_public_key() {
     assert!(slots.contains("token label        : test"), "{slots}");
 
     let mechs = tool(&so, &cfg, &["--list-mechanisms"]);
-    for m in ["ECDSA", "ECDSA-SHA256", "ECDH1-DERIVE", "SHA256", "ECDSA-KEY-PAIR-GEN", "EDDSA"] {
+    for m in [
+        "ECDSA",
+        "ECDSA-SHA256",
+        "ECDH1-DERIVE",
+        "SHA256",
+        "ECDSA-KEY-PAIR-GEN",
+        "EDDSA",
+    ] {
         assert!(mechs.contains(m), "{m} missing from {mechs}");
     }
 
     let keygen = tool(
         &so,
         &cfg,
-        &["--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "EC:prime256v1", "--label", "tool", "--id", "0a0b"],
+        &[
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "tool",
+            "--id",
+            "0a0b",
+        ],
     );
     assert!(keygen.contains("Key pair generated"), "{keygen}");
 
@@ -64,15 +86,33 @@ fn pkcs11_tool_keygen_sign_and_read_public_key() {
         &so,
         &cfg,
         &[
-            "--login", "--pin", USER_PIN, "--sign", "--mechanism", "ECDSA-SHA256", "--id", "0a0b",
-            "--input-file", msg.to_str().unwrap(), "--output-file", sig.to_str().unwrap(),
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--sign",
+            "--mechanism",
+            "ECDSA-SHA256",
+            "--id",
+            "0a0b",
+            "--input-file",
+            msg.to_str().unwrap(),
+            "--output-file",
+            sig.to_str().unwrap(),
         ],
     );
     let pubder = dir.path().join("pub.der");
     tool(
         &so,
         &cfg,
-        &["--read-object", "--type", "pubkey", "--id", "0a0b", "--output-file", pubder.to_str().unwrap()],
+        &[
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            "0a0b",
+            "--output-file",
+            pubder.to_str().unwrap(),
+        ],
     );
     let der = std::fs::read(&pubder).unwrap();
     let signature = std::fs::read(&sig).unwrap();
@@ -91,9 +131,23 @@ fn pkcs11_tool_keygen_sign_and_read_public_key() {
         &so,
         &cfg,
         &[
-            "--login", "--pin", USER_PIN, "--sign", "--mechanism", "ECDSA", "--id", "0a0b",
-            "--input-file", dfile.to_str().unwrap(), "--output-file", sig2.to_str().unwrap(),
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--sign",
+            "--mechanism",
+            "ECDSA",
+            "--id",
+            "0a0b",
+            "--input-file",
+            dfile.to_str().unwrap(),
+            "--output-file",
+            sig2.to_str().unwrap(),
         ],
     );
-    p256_verify_prehash(point_from_spki(&der), &digest, &std::fs::read(&sig2).unwrap());
+    p256_verify_prehash(
+        point_from_spki(&der),
+        &digest,
+        &std::fs::read(&sig2).unwrap(),
+    );
 }

@@ -44,8 +44,12 @@ fn parse() -> Result<Args, String> {
             "--pin" => a.pin = Some(Zeroizing::new(val()?)),
             "--slot" => a.slot = Some(val()?.parse().map_err(|_| "bad --slot")?),
             "--dir" => a.dir = Some(PathBuf::from(val()?)),
-            "--kdf-memory-kib" => a.kdf_m = Some(val()?.parse().map_err(|_| "bad --kdf-memory-kib")?),
-            "--kdf-iterations" => a.kdf_t = Some(val()?.parse().map_err(|_| "bad --kdf-iterations")?),
+            "--kdf-memory-kib" => {
+                a.kdf_m = Some(val()?.parse().map_err(|_| "bad --kdf-memory-kib")?)
+            }
+            "--kdf-iterations" => {
+                a.kdf_t = Some(val()?.parse().map_err(|_| "bad --kdf-iterations")?)
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -55,12 +59,21 @@ fn parse() -> Result<Args, String> {
 
 fn run(a: Args) -> Result<String, String> {
     let mut cfg = match &a.dir {
-        Some(d) => Config { slots: vec![SlotConfig { token_dir: Some(d.clone()), ..Default::default() }] },
+        Some(d) => Config {
+            slots: vec![SlotConfig {
+                token_dir: Some(d.clone()),
+                ..Default::default()
+            }],
+        },
         None => Config::load()?,
     };
     if a.kdf_m.is_some() || a.kdf_t.is_some() {
         let d = KdfParams::default();
-        let kdf = KdfParams { m_kib: a.kdf_m.unwrap_or(d.m_kib), t: a.kdf_t.unwrap_or(d.t), p: d.p };
+        let kdf = KdfParams {
+            m_kib: a.kdf_m.unwrap_or(d.m_kib),
+            t: a.kdf_t.unwrap_or(d.t),
+            p: d.p,
+        };
         for s in &mut cfg.slots {
             s.kdf = Some(kdf);
         }
@@ -96,7 +109,9 @@ fn run(a: Args) -> Result<String, String> {
     l[..label.len()].copy_from_slice(label.as_bytes());
     let e = |e: keywarden_hsm_sim::Error| e.to_string();
     m.init_token(slot, &so, &l).map_err(e)?;
-    let h = m.open_session(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION).map_err(e)?;
+    let h = m
+        .open_session(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .map_err(e)?;
     m.login(h, CKU_SO, &so).map_err(e)?;
     m.init_pin(h, &user).map_err(e)?;
     m.close_session(h).map_err(e)?;

@@ -5,7 +5,13 @@
 //! Each token's location reaches its module through an environment variable read at
 //! `C_Initialize`, so every test must run in its own process: run them with `cargo nextest`.
 
-#![allow(dead_code, unreachable_pub, unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +28,11 @@ pub const USER_PIN: &str = "1234";
 pub const SOFTHSM_LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// Cheap Argon2 so that tests (debug builds) log in quickly.
-pub const TEST_KDF: KdfParams = KdfParams { m_kib: 64, t: 1, p: 1 };
+pub const TEST_KDF: KdfParams = KdfParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
 
 /// `target/<profile>/` of the running test executable (`target/<profile>/deps/<test>`).
 pub fn target_dir() -> PathBuf {
@@ -43,7 +53,11 @@ pub fn hsm_sim_lib() -> PathBuf {
     if stale {
         let st = Command::new(env!("CARGO"))
             .args(["build", "-p", "keywarden-hsm-sim", "--lib"])
-            .args(if cfg!(debug_assertions) { &[][..] } else { &["--release"][..] })
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
             .status()
             .unwrap();
         assert!(st.success(), "building the hsm-sim cdylib failed");
@@ -76,7 +90,11 @@ fn set_env(key: &str, value: &Path) {
 }
 
 /// Writes the hsm-sim configuration for one token in `dir` and initialises the token.
-pub fn hsm_sim_token(dir: &Path, faults: Option<FaultConfig>, max_pin_retries: Option<u32>) -> PathBuf {
+pub fn hsm_sim_token(
+    dir: &Path,
+    faults: Option<FaultConfig>,
+    max_pin_retries: Option<u32>,
+) -> PathBuf {
     let token_dir = dir.join("token");
     let slot = SlotConfig {
         slot_id: None,
@@ -86,16 +104,24 @@ pub fn hsm_sim_token(dir: &Path, faults: Option<FaultConfig>, max_pin_retries: O
         faults: None,
     };
     // Initialise without faults, like softhsm2-util does before the test starts.
-    let m = Module::new(&Config { slots: vec![slot.clone()] }).unwrap();
+    let m = Module::new(&Config {
+        slots: vec![slot.clone()],
+    })
+    .unwrap();
     let so = keywarden_hsm_sim::token::pin(SO_PIN.as_bytes());
     let mut label = [b' '; 32];
     label[..4].copy_from_slice(b"test");
     m.init_token(0, &so, &label).unwrap();
-    let h = m.open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION).unwrap();
+    let h = m
+        .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .unwrap();
     m.login(h, CKU_SO, &so).unwrap();
-    m.init_pin(h, &keywarden_hsm_sim::token::pin(USER_PIN.as_bytes())).unwrap();
+    m.init_pin(h, &keywarden_hsm_sim::token::pin(USER_PIN.as_bytes()))
+        .unwrap();
     m.close_session(h).unwrap();
-    let cfg = Config { slots: vec![SlotConfig { faults, ..slot }] };
+    let cfg = Config {
+        slots: vec![SlotConfig { faults, ..slot }],
+    };
     let path = dir.join("hsm-sim.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     path
@@ -127,23 +153,45 @@ impl Fixture {
                 .unwrap();
                 set_env("SOFTHSM2_CONF", &conf);
                 let st = Command::new("softhsm2-util")
-                    .args(["--init-token", "--free", "--label", "test", "--so-pin", SO_PIN, "--pin", USER_PIN])
+                    .args([
+                        "--init-token",
+                        "--free",
+                        "--label",
+                        "test",
+                        "--so-pin",
+                        SO_PIN,
+                        "--pin",
+                        USER_PIN,
+                    ])
                     .env("SOFTHSM2_CONF", &conf)
                     .output()
                     .expect("softhsm2-util (package softhsm2) must be installed");
-                assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+                assert!(
+                    st.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&st.stderr)
+                );
                 PathBuf::from(SOFTHSM_LIB)
             }
         };
         let pkcs11 = Pkcs11::new(&lib).unwrap();
-        pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+        pkcs11
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
         let slot = match kind {
             // hsm-sim has one slot; asking for token info would count as an operation.
             Kind::HsmSim => pkcs11.get_all_slots().unwrap()[0],
             Kind::SoftHsm => pkcs11.get_slots_with_initialized_token().unwrap()[0],
         };
         let raw = Raw::load(&lib);
-        Fixture { kind, dir, lib, pkcs11, slot, raw }
+        Fixture {
+            kind,
+            dir,
+            lib,
+            pkcs11,
+            slot,
+            raw,
+        }
     }
 
     pub fn rw(&self) -> Session {
@@ -152,7 +200,8 @@ impl Fixture {
 
     pub fn user_rw(&self) -> Session {
         let s = self.rw();
-        s.login(UserType::User, Some(&AuthPin::new(USER_PIN.into()))).unwrap();
+        s.login(UserType::User, Some(&AuthPin::new(USER_PIN.into())))
+            .unwrap();
         s
     }
 }
@@ -178,45 +227,102 @@ impl Raw {
     }
 
     /// `C_Sign` with a given output capacity (`None`: NULL buffer): (rv, reported length).
-    pub fn sign(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> (CK_RV, CK_ULONG, Vec<u8>) {
+    pub fn sign(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: &[u8],
+        cap: Option<usize>,
+    ) -> (CK_RV, CK_ULONG, Vec<u8>) {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut len = cap.unwrap_or(0) as CK_ULONG;
-        let out = if cap.is_some() { buf.as_mut_ptr() } else { std::ptr::null_mut() };
+        let out = if cap.is_some() {
+            buf.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
         // SAFETY: data and buf are valid for their lengths for the duration of the call.
-        let rv = unsafe { self.f.C_Sign.unwrap()(h, data.as_ptr() as *mut u8, data.len() as CK_ULONG, out, &mut len) };
+        let rv = unsafe {
+            self.f.C_Sign.unwrap()(
+                h,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out,
+                &mut len,
+            )
+        };
         (rv, len, buf)
     }
 
     /// `C_SignInit` with a parameterless mechanism.
-    pub fn sign_init(&self, h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
-        let mut m = CK_MECHANISM { mechanism: mech, pParameter: std::ptr::null_mut(), ulParameterLen: 0 };
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
         // SAFETY: `m` is a valid mechanism for the duration of the call.
         unsafe { self.f.C_SignInit.unwrap()(h, &mut m, key) }
     }
 
     /// `C_DigestInit` with a parameterless mechanism.
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE) -> CK_RV {
-        let mut m = CK_MECHANISM { mechanism: mech, pParameter: std::ptr::null_mut(), ulParameterLen: 0 };
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
         // SAFETY: `m` is a valid mechanism for the duration of the call.
         unsafe { self.f.C_DigestInit.unwrap()(h, &mut m) }
     }
 
     /// `C_Digest` with a given output capacity.
-    pub fn digest(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> (CK_RV, CK_ULONG, Vec<u8>) {
+    pub fn digest(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: &[u8],
+        cap: Option<usize>,
+    ) -> (CK_RV, CK_ULONG, Vec<u8>) {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut len = cap.unwrap_or(0) as CK_ULONG;
-        let out = if cap.is_some() { buf.as_mut_ptr() } else { std::ptr::null_mut() };
+        let out = if cap.is_some() {
+            buf.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
         // SAFETY: data and buf are valid for their lengths for the duration of the call.
-        let rv = unsafe { self.f.C_Digest.unwrap()(h, data.as_ptr() as *mut u8, data.len() as CK_ULONG, out, &mut len) };
+        let rv = unsafe {
+            self.f.C_Digest.unwrap()(
+                h,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out,
+                &mut len,
+            )
+        };
         (rv, len, buf)
     }
 
     /// `C_GetAttributeValue` of one attribute with a given capacity: (rv, ulValueLen, value).
-    pub fn attr(&self, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE, cap: Option<usize>) -> (CK_RV, CK_ULONG, Vec<u8>) {
+    pub fn attr(
+        &self,
+        h: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        ty: CK_ATTRIBUTE_TYPE,
+        cap: Option<usize>,
+    ) -> (CK_RV, CK_ULONG, Vec<u8>) {
         let mut buf = vec![0u8; cap.unwrap_or(0)];
         let mut a = CK_ATTRIBUTE {
             type_: ty,
-            pValue: if cap.is_some() { buf.as_mut_ptr() as *mut _ } else { std::ptr::null_mut() },
+            pValue: if cap.is_some() {
+                buf.as_mut_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            },
             ulValueLen: cap.unwrap_or(0) as CK_ULONG,
         };
         // SAFETY: the template has one attribute whose buffer is valid for `cap` bytes.
@@ -237,7 +343,12 @@ impl Raw {
 
     /// `C_GetSessionInfo`'s return value.
     pub fn session_info_rv(&self, h: CK_SESSION_HANDLE) -> CK_RV {
-        let mut i = CK_SESSION_INFO { slotID: 0, state: 0, flags: 0, ulDeviceError: 0 };
+        let mut i = CK_SESSION_INFO {
+            slotID: 0,
+            state: 0,
+            flags: 0,
+            ulDeviceError: 0,
+        };
         // SAFETY: `i` is writable.
         unsafe { self.f.C_GetSessionInfo.unwrap()(h, &mut i) }
     }
@@ -294,7 +405,10 @@ pub fn gen_p256(
     sign: bool,
     derive: bool,
     id: &[u8],
-) -> (cryptoki::object::ObjectHandle, cryptoki::object::ObjectHandle) {
+) -> (
+    cryptoki::object::ObjectHandle,
+    cryptoki::object::ObjectHandle,
+) {
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::Attribute;
     let pub_t = vec![
@@ -313,7 +427,8 @@ pub fn gen_p256(
         Attribute::Derive(derive),
         Attribute::Id(id.to_vec()),
     ];
-    s.generate_key_pair(&Mechanism::EccKeyPairGen, &pub_t, &priv_t).unwrap()
+    s.generate_key_pair(&Mechanism::EccKeyPairGen, &pub_t, &priv_t)
+        .unwrap()
 }
 
 /// Verifies an r||s P-256 signature over `msg` with the `p256` crate.
@@ -321,7 +436,8 @@ pub fn p256_verify(point: &[u8], msg: &[u8], sig: &[u8]) {
     use p256::ecdsa::signature::Verifier;
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).unwrap();
     let sig = p256::ecdsa::Signature::from_slice(sig).unwrap();
-    vk.verify(msg, &sig).expect("signature must verify with p256");
+    vk.verify(msg, &sig)
+        .expect("signature must verify with p256");
 }
 
 /// Verifies an r||s P-256 signature over a SHA-256 `digest` with the `p256` crate.
@@ -329,5 +445,6 @@ pub fn p256_verify_prehash(point: &[u8], digest: &[u8], sig: &[u8]) {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).unwrap();
     let sig = p256::ecdsa::Signature::from_slice(sig).unwrap();
-    vk.verify_prehash(digest, &sig).expect("signature must verify with p256");
+    vk.verify_prehash(digest, &sig)
+        .expect("signature must verify with p256");
 }

@@ -81,6 +81,10 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
+    /// Everything not yet read.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.buf)
+    }
     pub(crate) fn finish(self) -> Result<(), Error> {
         if !self.buf.is_empty() {
             return Err(self.err("trailing bytes"));

@@ -15,20 +15,33 @@
 #![warn(missing_docs)]
 
 mod attestation;
+mod channel;
 mod credential;
 mod encoding;
 mod error;
 mod identity;
+mod node;
 pub mod noise;
+pub mod policy;
 mod signed;
+mod tcp;
 pub mod transport;
+pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use crate::attestation::Attestation;
+pub use crate::channel::{
+    ChannelIdentity, ChannelOptions, ChannelReceiver, ChannelSender, PROLOGUE, SecureChannel,
+    SecureChannelListener,
+};
 pub use crate::credential::{
     Credential, MAX_ATTRIBUTE_NAME_LEN, MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES,
 };
 pub use crate::error::{Error, FrameError, HandshakeError, Result};
 pub use crate::identity::{Identifier, Identity};
+pub use crate::node::{
+    Address, DEFAULT_MAILBOX_CAPACITY, MAX_ADDRESS_LEN, MAX_ROUTE_LEN, Mailbox, Message, Node,
+    Route, WireTap,
+};

@@ -100,7 +100,14 @@ pub struct Sealer {
 impl Sealer {
     /// Appends one frame carrying `plaintext` to `out`.
     pub fn seal_into(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-        let len = plaintext.len() + FRAME_OVERHEAD;
+        self.seal_parts(&[plaintext], out)
+    }
+
+    /// Appends one frame carrying the concatenation of `parts` to `out` (no intermediate
+    /// buffer).
+    pub fn seal_parts(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let plain_len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = plain_len + FRAME_OVERHEAD;
         if len > self.config.max_frame_len {
             return Err(FrameError::TooLarge {
                 len,
@@ -118,7 +125,9 @@ impl Sealer {
         out.reserve(len);
         out.extend_from_slice(&n.to_be_bytes());
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        for p in parts {
+            out.extend_from_slice(p);
+        }
         self.key.seal_append(n, &[], out, start);
         Ok(())
     }

@@ -110,3 +110,27 @@ async fn an_owner_hierarchy_with_an_auth_value() {
         &["-c", "owner", "-p", "owner-secret-1"],
     );
 }
+
+#[tokio::test]
+async fn the_endorsement_hierarchy_is_another_parent() {
+    let tpm = Swtpm::start().unwrap();
+    let keys = key_dir().unwrap();
+    let mut config = Config::new(tpm.tcti(), keys.path());
+    config.hierarchy = keywarden_tpm2::Hierarchy::Endorsement;
+    let vault = Tpm2Vault::open(config).await.unwrap();
+    sign_and_agree(&vault).await;
+    let listed = vault.list().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    drop(vault);
+
+    // The same blobs under the owner hierarchy's primary: another parent, refused by name.
+    let vault = Tpm2Vault::open(Config::new(tpm.tcti(), keys.path()))
+        .await
+        .unwrap();
+    let signer = listed
+        .iter()
+        .find(|k| k.algorithm == Algorithm::EcdsaP256Sha256)
+        .unwrap();
+    let e = vault.sign(&signer.key_ref, b"m").await.unwrap_err();
+    assert!(e.to_string().contains("another parent key"), "{e}");
+}

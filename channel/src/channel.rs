@@ -89,6 +89,12 @@ impl ChannelIdentity {
         self.inner.static_key.public_key()
     }
 
+    /// The current attestation (tests use it to build impostors).
+    #[doc(hidden)]
+    pub async fn attestation_for_tests(&self) -> Attestation {
+        self.inner.attestation.lock().await.clone()
+    }
+
     async fn attestation(&self) -> Result<Attestation> {
         let mut att = self.inner.attestation.lock().await;
         if let Some(validity) = self.inner.validity {

@@ -44,6 +44,7 @@ impl SqliteRegistry {
     /// [`Error::SchemaTooNew`] if a newer keywarden migrated it.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let context = |e: rusqlite::Error| Error::Storage(format!("{}: {e}", path.display()));
+        create_private(path)?;
         let mut conn = Connection::open(path).map_err(context)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
         let mode: String = conn
@@ -99,6 +100,23 @@ impl SqliteRegistry {
         })
         .await
         .map_err(|e| Error::Storage(format!("registry task failed: {e}")))?
+    }
+}
+
+/// Creates the file readable by its owner only, if absent. SQLite gives the `-wal` and `-shm`
+/// files it makes beside it the same mode.
+fn create_private(path: &Path) -> Result<(), Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Storage(format!(
+            "{}: unable to open database file: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -667,6 +685,22 @@ mod tests {
             pragma(&conn, "busy_timeout"),
             BUSY_TIMEOUT.as_millis().to_string()
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let _reg = SqliteRegistry::open(&path).unwrap();
+        for file in ["r.db", "r.db-wal", "r.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
     }
 
     #[test]

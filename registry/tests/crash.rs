@@ -206,7 +206,7 @@ fn sigkill_of_concurrent_writers_leaves_a_clean_file() {
 
     let mut acked = BTreeSet::new();
     for round in 0..3usize {
-        let writers: Vec<Writer> = (0..2)
+        let mut writers: Vec<Writer> = (0..2)
             .map(|w| spawn_writer(&path, round * 2 + w, TEST))
             .collect();
         // Kill once both have done real work, at a depth that differs per round.
@@ -214,6 +214,11 @@ fn sigkill_of_concurrent_writers_leaves_a_clean_file() {
         let deadline = Instant::now() + Duration::from_secs(120);
         while writers.iter().any(|w| w.acks.lock().unwrap().len() < want) {
             assert!(Instant::now() < deadline, "writers made no progress");
+            for w in &mut writers {
+                if let Some(status) = w.child.try_wait().unwrap() {
+                    panic!("a writer died on its own ({status}); its stderr is above");
+                }
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         for mut w in writers {

@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use keywarden_tpm2::testing::{Swtpm, key_dir};
 use keywarden_tpm2::{Config, Tpm2Vault};
 use keywarden_vault::testing::{independent_verify, software_ecdh, software_p256};
@@ -196,22 +196,21 @@ fn bench(c: &mut Criterion) {
     assert!(p256::ecdsa::Signature::from_slice(&raw).is_ok());
     assert_eq!(direct.agree(&peer).len(), 32);
 
-    let mut group = c.benchmark_group("sign");
-    group.bench_function("keywarden-tpm2", |b| {
+    // Named `<implementation>/<variant>` for scripts/bench-ratios.py; `direct_tss_esapi` is
+    // the baseline.
+    let mut group = c.benchmark_group("tpm2");
+    group.bench_function(BenchmarkId::new("keywarden_tpm2", "sign"), |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(vault.sign(&signer.key_ref, MESSAGE).await.unwrap()) })
     });
-    group.bench_function("tss-esapi direct", |b| {
+    group.bench_function(BenchmarkId::new("direct_tss_esapi", "sign"), |b| {
         b.iter(|| black_box(direct.sign(MESSAGE)))
     });
-    group.finish();
-
-    let mut group = c.benchmark_group("ecdh");
-    group.bench_function("keywarden-tpm2", |b| {
+    group.bench_function(BenchmarkId::new("keywarden_tpm2", "ecdh"), |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(vault.agree(&agreer.key_ref, &peer).await.unwrap()) })
     });
-    group.bench_function("tss-esapi direct", |b| {
+    group.bench_function(BenchmarkId::new("direct_tss_esapi", "ecdh"), |b| {
         b.iter(|| black_box(direct.agree(&peer)))
     });
     group.finish();

@@ -985,3 +985,184 @@ fn key_handle(e: Error) -> Error {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::pin;
+
+    const CHEAP: KdfParams = KdfParams {
+        m_kib: 8,
+        t: 1,
+        p: 1,
+    };
+    const RW: CK_FLAGS = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+
+    fn ready() -> Module {
+        let m = Module::in_memory(CHEAP).unwrap();
+        let mut label = [b' '; 32];
+        label[..3].copy_from_slice(b"lbl");
+        m.init_token(0, &pin(b"so-pin-1"), &label).unwrap();
+        let h = m.open_session(0, RW).unwrap();
+        m.login(h, CKU_SO, &pin(b"so-pin-1")).unwrap();
+        m.init_pin(h, &pin(b"user-1")).unwrap();
+        m.close_session(h).unwrap();
+        m
+    }
+
+    fn p256(m: &Module, h: CK_SESSION_HANDLE) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+        let pub_t = vec![Attr::bytes(CKA_EC_PARAMS, crypto::P256_PARAMS_OID)];
+        m.generate_key_pair(h, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &pub_t, &[])
+            .unwrap()
+    }
+
+    #[test]
+    fn uninitialised_token_refuses_sessions() {
+        let m = Module::in_memory(CHEAP).unwrap();
+        assert_eq!(m.open_session(0, RW), Err(Error::TokenNotRecognized));
+        assert_eq!(m.open_session(9, RW), Err(Error::SlotIdInvalid));
+        assert_eq!(m.token_info(0).unwrap().flags & CKF_TOKEN_INITIALIZED, 0);
+    }
+
+    #[test]
+    fn session_rules() {
+        let m = ready();
+        assert_eq!(
+            m.open_session(0, CKF_RW_SESSION),
+            Err(Error::SessionParallelNotSupported)
+        );
+        let ro = m.open_session(0, CKF_SERIAL_SESSION).unwrap();
+        let rw = m.open_session(0, RW).unwrap();
+        assert_eq!(
+            m.login(rw, CKU_SO, &pin(b"so-pin-1")),
+            Err(Error::SessionReadOnlyExists)
+        );
+        m.login(ro, CKU_USER, &pin(b"user-1")).unwrap();
+        assert_eq!(m.session_info(ro).unwrap().state, CKS_RO_USER_FUNCTIONS);
+        assert_eq!(m.session_info(rw).unwrap().state, CKS_RW_USER_FUNCTIONS);
+        // Token objects need a read/write session.
+        let t = vec![
+            Attr::bytes(CKA_EC_PARAMS, crypto::P256_PARAMS_OID),
+            Attr::bool(CKA_TOKEN, true),
+        ];
+        assert_eq!(
+            m.generate_key_pair(ro, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &t, &[]),
+            Err(Error::SessionReadOnly)
+        );
+        assert_eq!(
+            m.init_token(0, &pin(b"so-pin-1"), &[b' '; 32]),
+            Err(Error::SessionExists)
+        );
+        m.close_session(ro).unwrap();
+        m.close_session(rw).unwrap();
+        // The last session closing logged the user out.
+        let s = m.open_session(0, RW).unwrap();
+        assert_eq!(m.session_info(s).unwrap().state, CKS_RW_PUBLIC_SESSION);
+        assert_eq!(m.close_session(ro), Err(Error::SessionHandleInvalid));
+    }
+
+    #[test]
+    fn private_objects_need_login_and_session_objects_die_with_their_session() {
+        let m = ready();
+        let a = m.open_session(0, RW).unwrap();
+        let t = vec![Attr::bytes(CKA_EC_PARAMS, crypto::P256_PARAMS_OID)];
+        assert_eq!(
+            m.generate_key_pair(a, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &t, &[]),
+            Err(Error::UserNotLoggedIn)
+        );
+        m.login(a, CKU_USER, &pin(b"user-1")).unwrap();
+        let b = m.open_session(0, RW).unwrap();
+        let (_, k) = p256(&m, b);
+        m.find_init(a, &[Attr::ulong(CKA_CLASS, CKO_PRIVATE_KEY)])
+            .unwrap();
+        assert_eq!(m.find(a, 10).unwrap(), vec![k]);
+        m.find_final(a).unwrap();
+        m.close_session(b).unwrap();
+        m.find_init(a, &[Attr::ulong(CKA_CLASS, CKO_PRIVATE_KEY)])
+            .unwrap();
+        assert!(m.find(a, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sign_length_convention_keeps_the_operation() {
+        let m = ready();
+        let s = m.open_session(0, RW).unwrap();
+        m.login(s, CKU_USER, &pin(b"user-1")).unwrap();
+        let (p, k) = p256(&m, s);
+        m.sign_init(s, &Mechanism::new(CKM_ECDSA_SHA256), k)
+            .unwrap();
+        assert_eq!(m.sign(s, b"m", None), Ok(Output::Len(64)));
+        assert_eq!(m.sign(s, b"m", Some(8)), Err(Error::BufferTooSmall(64)));
+        let Output::Data(sig) = m.sign(s, b"m", Some(64)).unwrap() else {
+            panic!("no data")
+        };
+        assert_eq!(
+            m.sign(s, b"m", Some(64)),
+            Err(Error::OperationNotInitialized)
+        );
+        m.verify_init(s, &Mechanism::new(CKM_ECDSA_SHA256), p)
+            .unwrap();
+        m.verify(s, b"m", &sig).unwrap();
+        assert_eq!(
+            m.sign_init(
+                s,
+                &Mechanism {
+                    ty: CKM_ECDSA,
+                    param: MechParam::Bytes(vec![1])
+                },
+                k
+            ),
+            Err(Error::MechanismParamInvalid)
+        );
+    }
+
+    #[test]
+    fn pin_lock_and_counters() {
+        let m = ready();
+        let s = m.open_session(0, RW).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                m.login(s, CKU_USER, &pin(b"wrong")),
+                Err(Error::PinIncorrect)
+            );
+        }
+        assert_ne!(m.token_info(0).unwrap().flags & CKF_USER_PIN_FINAL_TRY, 0);
+        assert_eq!(
+            m.login(s, CKU_USER, &pin(b"wrong")),
+            Err(Error::PinIncorrect)
+        );
+        assert_eq!(m.login(s, CKU_USER, &pin(b"user-1")), Err(Error::PinLocked));
+        assert_ne!(m.token_info(0).unwrap().flags & CKF_USER_PIN_LOCKED, 0);
+        assert_eq!(m.login(s, 7, &pin(b"user-1")), Err(Error::UserTypeInvalid));
+        assert_eq!(m.login(s, CKU_USER, &pin(b"ab")), Err(Error::PinLocked));
+    }
+
+    #[test]
+    fn debug_output_and_errors_hold_no_secrets() {
+        let m = ready();
+        let s = m.open_session(0, RW).unwrap();
+        m.login(s, CKU_USER, &pin(b"user-1")).unwrap();
+        let t = vec![
+            Attr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+            Attr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+            Attr::bytes(CKA_VALUE, b"TOPSECRETVALUE"),
+        ];
+        let h = m.create_object(s, &t).unwrap();
+        let token = read(&m.slots[0].token).unwrap();
+        let shown = format!(
+            "{m:?} {token:?} {:?} {t:?} {:?}",
+            token.object(h).unwrap(),
+            pin(b"user-1")
+        );
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(!shown.contains("user-1"), "{shown}");
+        assert!(!shown.contains(&hex::encode(b"TOPSECRET")), "{shown}");
+        let key = crate::crypto::PrivateKey::generate(Curve::P256).unwrap();
+        let dbg = format!("{key:?}");
+        assert!(
+            !dbg.contains(&hex::encode(key.secret()))
+                && !dbg.contains(&format!("{:?}", key.secret()))
+        );
+        assert_eq!(Error::PinIncorrect.to_string(), "CKR_PIN_INCORRECT");
+    }
+}

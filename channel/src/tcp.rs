@@ -85,11 +85,8 @@ async fn write_loop(node: Node, mut mailbox: Mailbox, mut w: OwnedWriteHalf) {
 
 async fn read_loop(node: Node, address: Address, r: OwnedReadHalf) {
     let mut r = BufReader::with_capacity(WRITE_BATCH, r);
-    loop {
-        let len = match r.read_u32().await {
-            Ok(n) => n as usize,
-            Err(_) => break,
-        };
+    while let Ok(len) = r.read_u32().await {
+        let len = len as usize;
         if len > MAX_WIRE_FRAME_LEN {
             tracing::warn!("tcp {address}: frame of {len} bytes; closing");
             break;

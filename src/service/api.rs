@@ -48,9 +48,9 @@ pub fn status(e: ServiceError) -> Status {
     use keywarden_vault::Error as V;
     let msg = e.to_string();
     match e {
-        ServiceError::Vault(V::KeyNotFound(_)) | ServiceError::Registry(R::NotFound(_)) => {
-            Status::not_found(msg)
-        }
+        ServiceError::Vault(V::KeyNotFound(_))
+        | ServiceError::Registry(R::NotFound(_))
+        | ServiceError::Destroyed(_) => Status::not_found(msg),
         ServiceError::Vault(V::InvalidInput(_))
         | ServiceError::Invalid(_)
         | ServiceError::Registry(R::InvalidName(_)) => Status::invalid_argument(msg),

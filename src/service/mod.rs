@@ -46,6 +46,9 @@ pub enum ServiceError {
     /// The key is in a state that does not allow the operation.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The key was destroyed; only its tombstone remains.
+    #[error("key {0:?} was destroyed")]
+    Destroyed(String),
     /// The request is malformed.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -558,6 +561,9 @@ impl Service {
     }
 
     fn usable(record: &KeyRecord, doing: &str) -> Result<(), ServiceError> {
+        if record.state == KeyState::Destroyed {
+            return Err(ServiceError::Destroyed(record.name.clone()));
+        }
         if record.state != KeyState::Enabled {
             return Err(ServiceError::FailedPrecondition(format!(
                 "key {:?} is {}; {doing} refused",

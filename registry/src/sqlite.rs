@@ -4,8 +4,9 @@
 //! - Every write is one `BEGIN IMMEDIATE` transaction, so several processes on the same file
 //!   (the service, a CLI tool, a restarted service) serialize their writes; a busy timeout
 //!   makes them wait for each other instead of failing.
-//! - The connection sits behind a mutex and every call runs on tokio's blocking pool, never on
-//!   the async executor.
+//! - Two connections, each behind a mutex: writes go through one, reads through the other, so
+//!   a write waiting for another process's lock does not hold up reads (WAL lets them go on).
+//!   Every call runs on tokio's blocking pool, never on the async executor.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A [`Registry`] in one SQLite file (or in memory, for tests).
 pub struct SqliteRegistry {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    /// A second connection for reads; the writer itself in memory (one database per
+    /// connection there).
+    reader: Arc<Mutex<Connection>>,
     path: Option<PathBuf>,
 }
 
@@ -57,8 +61,11 @@ impl SqliteRegistry {
             )));
         }
         Self::prepare(&mut conn)?;
+        let reader = Connection::open(path).map_err(context)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             path: Some(path.to_owned()),
         })
     }
@@ -67,8 +74,10 @@ impl SqliteRegistry {
     pub fn in_memory() -> Result<Self, Error> {
         let mut conn = Connection::open_in_memory()?;
         Self::prepare(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::clone(&conn),
+            reader: conn,
             path: None,
         })
     }
@@ -85,22 +94,39 @@ impl SqliteRegistry {
         migrate(conn)
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    /// Runs `f` with the write connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held dropped its transaction, which rolled back:
-            // the connection is consistent, so poisoning carries no information here.
-            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("registry task failed: {e}")))?
+        run(Arc::clone(&self.writer), f).await
     }
+
+    /// Runs `f` with the read connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        run(Arc::clone(&self.reader), f).await
+    }
+}
+
+/// Runs `f` with `conn` on the blocking pool.
+async fn run<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // A panic while the lock was held dropped its transaction, which rolled back:
+        // the connection is consistent, so poisoning carries no information here.
+        let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| Error::Storage(format!("registry task failed: {e}")))?
 }
 
 /// Creates the file readable by its owner only, if absent. SQLite gives the `-wal` and `-shm`
@@ -319,7 +345,7 @@ impl Registry for SqliteRegistry {
         validate_name(&new.name)?;
         let labels = serde_json::to_string(&new.labels)
             .map_err(|e| Error::Storage(format!("labels: {e}")))?;
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists = tx
                 .query_row(
@@ -377,7 +403,7 @@ impl Registry for SqliteRegistry {
     ) -> Result<Pending, Error> {
         validate_name(name)?;
         let name = name.to_owned();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let key = key_row(&tx, &name)?.ok_or_else(|| Error::NotFound(name.clone()))?;
             if key.state != KeyState::Enabled {
@@ -417,7 +443,7 @@ impl Registry for SqliteRegistry {
         let name = name.to_owned();
         let key_ref = key_ref.to_vec();
         let public_key = public_key.to_vec();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let before = load_existing(&tx, &name)?;
             let Some(v) = before.version(version) else {
@@ -464,7 +490,7 @@ impl Registry for SqliteRegistry {
     async fn abort(&self, name: &str, version: u32) -> Result<(), Error> {
         validate_name(name)?;
         let name = name.to_owned();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if key_row(&tx, &name)?.is_none() {
                 return Err(Error::NotFound(name));
@@ -507,7 +533,7 @@ impl Registry for SqliteRegistry {
     }
 
     async fn pending(&self) -> Result<Vec<Pending>, Error> {
-        self.run(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm
                  FROM key_versions v JOIN keys k ON k.name = v.key_name
@@ -544,7 +570,7 @@ impl Registry for SqliteRegistry {
     async fn get(&self, name: &str) -> Result<KeyRecord, Error> {
         validate_name(name)?;
         let name = name.to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             // One read transaction: the key and its versions from the same snapshot.
             let tx = conn.transaction()?;
             let record = load_existing(&tx, &name)?;
@@ -555,7 +581,7 @@ impl Registry for SqliteRegistry {
     }
 
     async fn list(&self) -> Result<Vec<KeyRecord>, Error> {
-        self.run(|conn| {
+        self.read(|conn| {
             let tx = conn.transaction()?;
             let mut keys = Vec::new();
             {
@@ -590,7 +616,7 @@ impl Registry for SqliteRegistry {
     async fn set_state(&self, name: &str, state: KeyState) -> Result<KeyRecord, Error> {
         validate_name(name)?;
         let name = name.to_owned();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let before = load_existing(&tx, &name)?;
             let (action, needs) = match state {
@@ -630,7 +656,7 @@ impl Registry for SqliteRegistry {
     async fn destroy(&self, name: &str) -> Result<KeyRecord, Error> {
         validate_name(name)?;
         let name = name.to_owned();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let before = load_existing(&tx, &name)?;
             if before.state != KeyState::Disabled {
@@ -677,7 +703,7 @@ mod tests {
     fn file_connections_are_durable_and_wait_for_each_other() {
         let dir = tempfile::tempdir().unwrap();
         let reg = SqliteRegistry::open(&dir.path().join("r.db")).unwrap();
-        let conn = reg.conn.lock().unwrap();
+        let conn = reg.writer.lock().unwrap();
         assert_eq!(pragma(&conn, "journal_mode"), "wal");
         assert_eq!(pragma(&conn, "synchronous"), "2", "FULL");
         assert_eq!(pragma(&conn, "foreign_keys"), "1");

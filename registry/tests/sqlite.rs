@@ -167,3 +167,36 @@ async fn a_corrupt_row_is_a_storage_error_not_a_panic() {
         KeyState::Disabled
     );
 }
+
+/// Another process holding the write lock makes a write wait (busy timeout), not fail, and
+/// the wait happens off the executor: on a single-threaded runtime, other tasks keep running.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_waits_for_another_process_without_blocking_the_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let reg = std::sync::Arc::new(SqliteRegistry::open(&path).unwrap());
+    create_ready(reg.as_ref(), "k").await;
+
+    // "Another process": a raw connection holding the write lock.
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let writer = {
+        let reg = std::sync::Arc::clone(&reg);
+        tokio::spawn(async move { reg.begin_rotate("k", "kw-k-2".into(), 0).await })
+    };
+    // The executor is free: this loop's sleeps complete while the write waits.
+    let mut ticks = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ticks += 1;
+    }
+    assert_eq!(ticks, 20);
+    assert!(!writer.is_finished(), "the write waits for the lock");
+    // A read is not blocked by the other writer (WAL).
+    assert_eq!(reg.get("k").await.unwrap().versions.len(), 1);
+
+    other.execute_batch("COMMIT").unwrap();
+    let p = writer.await.unwrap().unwrap();
+    assert_eq!(p.version, 2);
+}

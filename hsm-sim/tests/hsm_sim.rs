@@ -308,7 +308,7 @@ fn device_removed_window_by_time() {
     let e = f.pkcs11.open_rw_session(f.slot).unwrap_err();
     assert_eq!(rv(e), RvError::DeviceRemoved);
     assert!(!f.pkcs11.get_slot_info(f.slot).unwrap().token_present());
-    std::thread::sleep(std::time::Duration::from_millis(350));
+    std::thread::sleep(std::time::Duration::from_millis(1600));
     let s = f.user_rw();
     s.get_session_info().unwrap();
 }

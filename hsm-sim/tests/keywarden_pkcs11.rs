@@ -148,15 +148,18 @@ async fn long_signing_run_survives_session_invalidation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_removal_window_gives_device_unavailable_then_recovers() {
+    // The window's clock starts at C_Initialize, i.e. when the vault opens.
+    let (start_ms, duration_ms) = (4000, 2000);
     let faults = FaultConfig {
         device_removed: vec![RemovedWindow {
-            start_ms: Some(1500),
-            duration_ms: Some(1000),
+            start_ms: Some(start_ms),
+            duration_ms: Some(duration_ms),
             ..Default::default()
         }],
         ..Default::default()
     };
     let token = Token::new(Some(faults));
+    let opened = std::time::Instant::now();
     let vault = Pkcs11Vault::open(token.config()).unwrap();
     let key = vault
         .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "rm").unwrap())
@@ -164,14 +167,20 @@ async fn device_removal_window_gives_device_unavailable_then_recovers() {
         .unwrap();
     let sig = vault.sign(&key.key_ref, b"before").await.unwrap();
     assert!(independent_verify(&key.public_key, b"before", &sig));
-    // Into the window (the clock started at C_Initialize, when the vault opened).
-    tokio::time::sleep(Duration::from_millis(1700)).await;
-    let e = vault.sign(&key.key_ref, b"during").await.unwrap_err();
     assert!(
-        matches!(e, keywarden_vault::Error::DeviceUnavailable(_)),
-        "{e:?}"
+        opened.elapsed() < Duration::from_millis(start_ms),
+        "setup too slow for the window"
     );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let at = |ms: u64| opened + Duration::from_millis(ms);
+    tokio::time::sleep_until(at(start_ms + 300).into()).await;
+    for _ in 0..3 {
+        let e = vault.sign(&key.key_ref, b"during").await.unwrap_err();
+        assert!(
+            matches!(e, keywarden_vault::Error::DeviceUnavailable(_)),
+            "{e:?}"
+        );
+    }
+    tokio::time::sleep_until(at(start_ms + duration_ms + 600).into()).await;
     let sig = vault.sign(&key.key_ref, b"after").await.unwrap();
     assert!(independent_verify(&key.public_key, b"after", &sig));
 }

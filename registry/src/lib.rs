@@ -18,6 +18,54 @@
 //! On start the service walks [`Registry::pending`] and, for each row, finishes it (the HSM
 //! object exists) or destroys what is there and aborts it.
 //!
+//! ```
+//! use std::collections::BTreeMap;
+//! use keywarden_registry::{KeyState, NewKey, Registry, SqliteRegistry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! # rt.block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let registry = SqliteRegistry::open(&dir.path().join("registry.db"))?;
+//!
+//! // At start: settle whatever a crash left pending.
+//! for p in registry.pending().await? {
+//!     // If the backend has an object labelled `p.hsm_label`: complete(…) with it;
+//!     // otherwise nothing was made, so:
+//!     registry.abort(&p.name, p.version).await?;
+//! }
+//!
+//! // Create: pending row, HSM key, ready row.
+//! let pending = registry
+//!     .begin_create(NewKey {
+//!         name: "payments.signing".into(),
+//!         algorithm: "ecdsa-p256".into(),
+//!         backend: "sim".into(),
+//!         owner_uid: 1000,
+//!         labels: BTreeMap::from([("team".into(), "payments".into())]),
+//!         expires_at: None,
+//!         hsm_label: "kw-payments.signing-1".into(),
+//!         now: 1_700_000_000,
+//!     })
+//!     .await?;
+//! let (key_ref, spki) = (b"backend key ref".to_vec(), b"SPKI DER".to_vec()); // from the vault
+//! let record = registry
+//!     .complete(&pending.name, pending.version, &key_ref, &spki)
+//!     .await?;
+//! assert_eq!(record.latest_ready().map(|v| v.version), Some(1));
+//!
+//! // Rotate the same way; then retire the key.
+//! let p2 = registry.begin_rotate("payments.signing", "kw-payments.signing-2".into(), 1_700_000_100).await?;
+//! registry.complete(&p2.name, p2.version, b"ref 2", b"SPKI 2").await?;
+//! registry.set_state("payments.signing", KeyState::Disabled).await?;
+//! let before = registry.destroy("payments.signing").await?; // destroy before.versions' HSM objects
+//! assert_eq!(before.versions.len(), 2);
+//! assert_eq!(registry.get("payments.signing").await?.state, KeyState::Destroyed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
+//!
 //! With the `testing` feature, [`testing`] is the suite every implementation runs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

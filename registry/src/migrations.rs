@@ -6,6 +6,14 @@
 //! `user_version`), so that PostgreSQL keeps it the same way.
 //!
 //! Migrations are only ever appended: a released one never changes.
+//!
+//! How an implementation applies them (SQLite does exactly this; PostgreSQL should too):
+//! in one transaction that first takes the database's write lock (SQLite `BEGIN IMMEDIATE`;
+//! PostgreSQL `LOCK TABLE schema_version IN EXCLUSIVE MODE` after creating it), run
+//! [`SCHEMA_VERSION_TABLE`], read `MAX(version)`, refuse a version above [`CURRENT_VERSION`]
+//! (`Error::SchemaTooNew`), run every newer migration's [`Migration::sql`], replace the one
+//! row of `schema_version` with [`CURRENT_VERSION`], commit. Nodes starting at once then
+//! migrate exactly once, and a failed migration leaves nothing behind.
 
 /// An SQL dialect the migrations are rendered for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

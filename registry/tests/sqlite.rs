@@ -200,3 +200,42 @@ async fn a_write_waits_for_another_process_without_blocking_the_executor() {
     let p = writer.await.unwrap().unwrap();
     assert_eq!(p.version, 2);
 }
+
+/// A migration that fails leaves nothing half-applied: it runs in one transaction with the
+/// schema version bump.
+#[test]
+fn a_failed_migration_rolls_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    // Something unrelated already took the name of the second table migration 1 creates.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE key_versions (x INTEGER)")
+        .unwrap();
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, Error::Storage(m) if m.contains("migration 1") && m.contains("key_versions")),
+        "{err:?}"
+    );
+    let left = tables(&path);
+    assert!(
+        !left.iter().any(|t| t.starts_with("table keys:")),
+        "the first table of the failed migration was rolled back: {left:?}"
+    );
+    let versions: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(versions, 0, "no schema version recorded");
+    // Once the obstacle is gone the same file migrates.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE key_versions")
+        .unwrap();
+    drop(SqliteRegistry::open(&path).unwrap());
+    assert_eq!(schema_rows(&path), vec![i64::from(CURRENT_VERSION)]);
+}

@@ -155,6 +155,11 @@ impl KeyRecord {
     pub fn version(&self, v: u32) -> Option<&VersionRecord> {
         self.versions.iter().find(|r| r.version == v)
     }
+
+    /// Whether the key has expired at `now` (expiry is inclusive: at `expires_at` it has).
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
 }
 
 /// What [`Registry::begin_create`](crate::Registry::begin_create) needs.
@@ -275,5 +280,14 @@ mod tests {
         assert_eq!(rec.latest_ready().unwrap().version, 2);
         assert_eq!(rec.version(4).unwrap().state, VersionState::Pending);
         assert!(rec.version(5).is_none());
+
+        assert!(!rec.is_expired(i64::MAX), "no expiry, never expired");
+        let rec = KeyRecord {
+            expires_at: Some(100),
+            ..rec
+        };
+        assert!(!rec.is_expired(99));
+        assert!(rec.is_expired(100));
+        assert!(rec.is_expired(101));
     }
 }

@@ -731,3 +731,111 @@ fn digest_and_ecdh_derive() {
         }],
     );
 }
+
+fn script_templates(f: &Fixture, r: &mut Run) {
+    let s = f.user_rw();
+    let keygen = |p: Vec<Attribute>, k: Vec<Attribute>| {
+        s.generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+    };
+    r.ok(
+        "keygen without EC_PARAMS",
+        keygen(vec![Attribute::Token(false)], vec![]),
+    );
+    r.ok(
+        "keygen with class mismatch",
+        keygen(
+            vec![
+                Attribute::EcParams(P256_OID.to_vec()),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+            ],
+            vec![],
+        ),
+    );
+    r.ok(
+        "keygen with LOCAL in template",
+        keygen(
+            vec![Attribute::EcParams(P256_OID.to_vec())],
+            vec![Attribute::Local(true)],
+        ),
+    );
+    r.ok(
+        "keygen with RSA attribute",
+        keygen(
+            vec![
+                Attribute::EcParams(P256_OID.to_vec()),
+                Attribute::ModulusBits(2048.into()),
+            ],
+            vec![],
+        ),
+    );
+    r.ok(
+        "Ed25519 keygen",
+        s.generate_key_pair(
+            &Mechanism::EccEdwardsKeyPairGen,
+            &[Attribute::EcParams(ED25519_OID.to_vec())],
+            &[Attribute::Sign(true)],
+        ),
+    );
+    r.ok(
+        "public key without EC_POINT",
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_OID.to_vec()),
+        ]),
+    );
+    r.ok(
+        "secret key without value",
+        s.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+        ]),
+    );
+    let k = s.create_object(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Value(vec![5; 20]),
+        Attribute::Token(false),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+    ]);
+    r.ck(
+        "imported secret readable",
+        k.and_then(|k| s.get_attributes(k, &[AttributeType::Value, AttributeType::ValueLen])),
+        |v| format!("{v:?}"),
+    );
+    let ro = f.pkcs11.open_ro_session(f.slot).unwrap();
+    r.ok(
+        "session object in RO session",
+        ro.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Value(vec![5; 16]),
+            Attribute::Token(false),
+        ]),
+    );
+    r.ok(
+        "token object in RO session",
+        ro.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Value(vec![5; 16]),
+            Attribute::Token(true),
+        ]),
+    );
+}
+
+#[test]
+fn template_errors() {
+    compare(
+        script_templates,
+        &[Deviation {
+            // C_GenerateKey/C_GenerateKeyPair: a key type or CKA_CLASS inconsistent with the
+            // mechanism fails with CKR_TEMPLATE_INCONSISTENT.
+            name: "softhsm2_class_mismatch_attribute_value_invalid",
+            step: "keygen with class mismatch",
+            softhsm: Err(RvError::AttributeValueInvalid),
+            standard: Err(RvError::TemplateInconsistent),
+        }],
+    );
+}

@@ -161,7 +161,10 @@ fn lifecycle_and_null_arguments() {
         // Random with a zero length and NULL buffer is fine.
         assert_eq!(f.C_GenerateRandom.unwrap()(h, ptr::null_mut(), 0), CKR_OK);
 
-        assert_eq!(f.C_Finalize.unwrap()(ptr::dangling_mut()), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            f.C_Finalize.unwrap()(ptr::dangling_mut()),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(f.C_Finalize.unwrap()(ptr::null_mut()), CKR_OK);
         assert_eq!(f.C_CloseSession.unwrap()(h), CKR_CRYPTOKI_NOT_INITIALIZED);
     }

@@ -31,20 +31,29 @@ pub struct Swtpm {
     state: tempfile::TempDir,
 }
 
-/// Two consecutive free loopback ports: the swtpm TCTI reaches the control channel at the
-/// command port + 1.
+/// Where swtpm ports are picked: below Linux's default ephemeral range (32768-60999), so that
+/// the many outgoing connections on a busy machine (which take ephemeral ports) never hold
+/// them.
+const PORTS: core::ops::Range<u16> = 20_000..32_000;
+
+/// Two consecutive free loopback ports at random in [`PORTS`]: the swtpm TCTI reaches the
+/// control channel at the command port + 1.
 fn free_port_pair() -> io::Result<(u16, u16)> {
-    for _ in 0..50 {
-        let first = TcpListener::bind(("127.0.0.1", 0))?;
-        let port = first.local_addr()?.port();
-        if port == u16::MAX {
+    for _ in 0..200 {
+        let mut r = [0u8; 2];
+        getrandom::fill(&mut r).map_err(|e| io::Error::other(format!("OS RNG: {e}")))?;
+        let port = PORTS.start + u16::from_le_bytes(r) % (PORTS.end - PORTS.start - 1);
+        let Ok(first) = TcpListener::bind(("127.0.0.1", port)) else {
             continue;
-        }
+        };
         if TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            drop(first);
             return Ok((port, port + 1));
         }
     }
-    Err(io::Error::other("no two consecutive free loopback ports"))
+    Err(io::Error::other(format!(
+        "no two consecutive free loopback ports in {PORTS:?}"
+    )))
 }
 
 impl Swtpm {
@@ -55,7 +64,7 @@ impl Swtpm {
             .tempdir()?;
         let mut last = None;
         // Another process may take a port between our probe and swtpm's bind: try again.
-        for _ in 0..5 {
+        for _ in 0..10 {
             let (port, ctrl_port) = free_port_pair()?;
             match launch(port, ctrl_port, state.path()) {
                 Ok(child) => {

@@ -2,7 +2,7 @@
 
 use core::fmt;
 use std::sync::{Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::time::Duration;
 
 use keywarden_vault::{
     Algorithm, BackendInfo, Error, KeyInfo, KeyKind, KeyRef, KeySpec, PublicKey, Result,
@@ -15,6 +15,9 @@ use crate::config::Config;
 use crate::error::Tpm2Error;
 use crate::worker::{self, Msg, Worker};
 
+/// How long dropping a vault waits for the worker to close the TPM context.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A TPM 2.0 as a keywarden [`Vault`].
 ///
 /// Keys are children of a primary storage key (P-256, from a fixed template, or a configured
@@ -23,7 +26,7 @@ use crate::worker::{self, Msg, Worker};
 /// every request in order.
 pub struct Tpm2Vault {
     jobs: mpsc::Sender<Msg>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<worker::Thread>>,
     info: BackendInfo,
     tcti: String,
 }
@@ -55,7 +58,7 @@ impl Tpm2Vault {
         let algorithms = match algorithms {
             Ok(a) => a,
             Err(e) => {
-                let _ = thread.join();
+                thread.join(STOP_TIMEOUT);
                 return Err(e);
             }
         };
@@ -121,7 +124,7 @@ impl Drop for Tpm2Vault {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         if let Some(thread) = thread {
-            let _ = thread.join();
+            thread.join(STOP_TIMEOUT);
         }
     }
 }

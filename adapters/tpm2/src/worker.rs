@@ -4,6 +4,7 @@
 
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use keywarden_vault::{Algorithm, KeyInfo, KeyRef, PublicKey};
 use tss_esapi::structures::Public;
@@ -35,11 +36,14 @@ pub(crate) struct Worker {
 pub(crate) fn spawn(
     config: Config,
     ready: tokio::sync::oneshot::Sender<Result<Vec<Algorithm>, Tpm2Error>>,
-) -> Result<(mpsc::Sender<Msg>, thread::JoinHandle<()>), Tpm2Error> {
+) -> Result<(mpsc::Sender<Msg>, Thread), Tpm2Error> {
     let (tx, rx) = mpsc::channel::<Msg>();
+    let (exited_tx, exited) = mpsc::channel::<()>();
     let handle = thread::Builder::new()
         .name("keywarden-tpm2".into())
         .spawn(move || {
+            // Declared first, dropped last: after the context is closed.
+            let _exited = exited_tx;
             let started = (|| {
                 let store = KeyStore::open(&config.key_dir)?;
                 let mut conn = Connection::open(&config)?;
@@ -68,7 +72,28 @@ pub(crate) fn spawn(
             }
         })
         .map_err(|e| Tpm2Error::Internal(format!("cannot start the TPM worker thread: {e}")))?;
-    Ok((tx, handle))
+    Ok((tx, Thread { handle, exited }))
+}
+
+/// The worker thread, and a channel that disconnects once it has closed the context.
+pub(crate) struct Thread {
+    handle: thread::JoinHandle<()>,
+    exited: mpsc::Receiver<()>,
+}
+
+impl Thread {
+    /// Waits up to `timeout` for the thread to close the context and end. A thread stuck in a
+    /// TPM command that never returns is left behind rather than hanging the caller.
+    pub(crate) fn join(self, timeout: Duration) {
+        match self.exited.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(?timeout, "the TPM worker thread did not stop; leaving it");
+            }
+            _ => {
+                let _ = self.handle.join();
+            }
+        }
+    }
 }
 
 /// True for failures after which the connection is not worth keeping: the link is gone, or

@@ -63,6 +63,10 @@ impl SqliteRegistry {
         Self::prepare(&mut conn)?;
         let reader = Connection::open(path).map_err(context)?;
         reader.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
+        // It writes nothing, but the last connection to close checkpoints the WAL.
+        reader
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(context)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
@@ -709,6 +713,13 @@ mod tests {
         assert_eq!(pragma(&conn, "foreign_keys"), "1");
         assert_eq!(
             pragma(&conn, "busy_timeout"),
+            BUSY_TIMEOUT.as_millis().to_string()
+        );
+        drop(conn);
+        let reader = reg.reader.lock().unwrap();
+        assert_eq!(pragma(&reader, "synchronous"), "2", "FULL");
+        assert_eq!(
+            pragma(&reader, "busy_timeout"),
             BUSY_TIMEOUT.as_millis().to_string()
         );
     }

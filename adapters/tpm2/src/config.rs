@@ -52,6 +52,15 @@ pub struct Config {
     /// without a resource manager have 3 transient slots, one of which holds the primary).
     #[serde(default = "default_loaded_keys")]
     pub loaded_keys: usize,
+    /// How long a call waits for the TPM before answering `DeviceUnavailable`, in
+    /// milliseconds (default 30 000). The command itself cannot be cancelled: calls behind it
+    /// wait too, until the TPM answers or the link breaks.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_loaded_keys() -> usize {
@@ -69,6 +78,7 @@ impl Config {
             owner_auth: None,
             persistent_parent: None,
             loaded_keys: default_loaded_keys(),
+            timeout_ms: default_timeout_ms(),
         }
     }
 }

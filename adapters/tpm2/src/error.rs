@@ -80,6 +80,14 @@ pub enum Tpm2Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The TPM did not answer in time.
+    #[error("the TPM at {tcti:?} did not answer within {after:?}")]
+    Timeout {
+        /// The configured TCTI.
+        tcti: String,
+        /// The configured timeout.
+        after: std::time::Duration,
+    },
     /// The thread that owns the TPM context has stopped.
     #[error("the TPM worker thread has stopped")]
     WorkerGone,
@@ -144,7 +152,7 @@ impl From<Tpm2Error> for Error {
             Tpm2Error::KeyNotFound(key) => Error::KeyNotFound(key.to_string()),
             Tpm2Error::Unsupported(_) => Error::UnsupportedAlgorithm(message),
             Tpm2Error::Config(_) => Error::InvalidInput(message),
-            Tpm2Error::Unreachable { .. } | Tpm2Error::WorkerGone => {
+            Tpm2Error::Unreachable { .. } | Tpm2Error::Timeout { .. } | Tpm2Error::WorkerGone => {
                 Error::DeviceUnavailable(message)
             }
             Tpm2Error::Tpm { rc, .. } => match rc.class() {

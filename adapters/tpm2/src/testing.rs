@@ -145,6 +145,25 @@ impl Swtpm {
         shutdown.and(ioctl)
     }
 
+    /// Freezes swtpm (SIGSTOP): it keeps its sockets but answers nothing, like a hung chip.
+    pub fn pause(&self) -> io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused swtpm run again (SIGCONT).
+    pub fn resume(&self) -> io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> io::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .ok_or_else(|| io::Error::other("swtpm is not running"))?
+            .id();
+        run_with_timeout(Command::new("kill").arg(signal).arg(pid.to_string()))
+    }
+
     /// Kills swtpm with SIGKILL, without a shutdown (a simulated crash or power loss).
     pub fn kill(&mut self) -> io::Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -29,6 +29,7 @@ pub struct Tpm2Vault {
     thread: Mutex<Option<worker::Thread>>,
     info: BackendInfo,
     tcti: String,
+    timeout: Duration,
 }
 
 impl fmt::Debug for Tpm2Vault {
@@ -49,6 +50,7 @@ impl Tpm2Vault {
             return Err(Tpm2Error::Config("loaded_keys must be at least 1".into()));
         }
         let tcti = config.tcti.clone();
+        let timeout = Duration::from_millis(config.timeout_ms);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs, thread) = worker::spawn(config, ready_tx)?;
         let algorithms = match ready_rx.await {
@@ -71,6 +73,7 @@ impl Tpm2Vault {
                 hardware_resident: true,
             },
             tcti,
+            timeout,
         })
     }
 
@@ -85,9 +88,14 @@ impl Tpm2Vault {
                 let _ = tx.send(f(w));
             })))
             .map_err(|_| Error::from(Tpm2Error::WorkerGone))?;
-        match rx.await {
-            Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Tpm2Error::WorkerGone.into()),
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r.map_err(Error::from),
+            Ok(Err(_)) => Err(Tpm2Error::WorkerGone.into()),
+            Err(_) => Err(Tpm2Error::Timeout {
+                tcti: self.tcti.clone(),
+                after: self.timeout,
+            }
+            .into()),
         }
     }
 

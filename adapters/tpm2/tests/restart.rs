@@ -109,3 +109,25 @@ async fn a_stopped_tpm_is_reported_as_unavailable() {
     let sig = f.vault().sign(&signer.key_ref, b"back").await.unwrap();
     assert!(independent_verify(&signer.public_key, b"back", &sig));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_tpm_times_out_and_recovers() {
+    let mut f = common::Fixture::new().await;
+    f.close();
+    let mut config = f.config();
+    config.timeout_ms = 500;
+    f.vault = Some(std::sync::Arc::new(
+        keywarden_tpm2::Tpm2Vault::open(config).await.unwrap(),
+    ));
+    let (signer, _) = make_keys(&f).await;
+    f.tpm.pause().unwrap();
+    let started = std::time::Instant::now();
+    let e = f.vault().sign(&signer.key_ref, b"hung").await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(e.to_string().contains("did not answer within 500ms"), "{e}");
+    f.tpm.resume().unwrap();
+    // The stuck command completes once the TPM runs again; later calls work.
+    let sig = f.vault().sign(&signer.key_ref, b"awake").await.unwrap();
+    assert!(independent_verify(&signer.public_key, b"awake", &sig));
+}

@@ -164,6 +164,7 @@ pub(crate) struct NodeInner {
     workers: RwLock<HashMap<Address, mpsc::Sender<Message>>>,
     next: AtomicU64,
     pub(crate) wire_tap: RwLock<Option<WireTap>>,
+    pub(crate) has_tap: std::sync::atomic::AtomicBool,
     pub(crate) tasks: tokio_util_shim::TaskSet,
 }
 
@@ -232,6 +233,7 @@ impl Node {
                 workers: RwLock::new(HashMap::new()),
                 next: AtomicU64::new(0),
                 wire_tap: RwLock::new(None),
+                has_tap: std::sync::atomic::AtomicBool::new(false),
                 tasks: tokio_util_shim::TaskSet::default(),
             }),
         }
@@ -294,6 +296,7 @@ impl Node {
     /// Sets the wire tap (see [`WireTap`]).
     pub fn set_wire_tap(&self, tap: Option<WireTap>) {
         if let Ok(mut t) = self.inner.wire_tap.write() {
+            self.inner.has_tap.store(tap.is_some(), Ordering::Release);
             *t = tap;
         }
     }

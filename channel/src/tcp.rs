@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::Result;
 use crate::node::{Address, DEFAULT_MAILBOX_CAPACITY, MAX_ROUTE_LEN, Mailbox, Node};
-use crate::wire::{MAX_WIRE_FRAME_LEN, decode_message, encode_message};
+use crate::wire::{MAX_WIRE_FRAME_LEN, MessageDecoder, encode_message};
 
 /// How many bytes the writer gathers from its mailbox before one `write`.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -56,6 +56,13 @@ impl Node {
     }
 
     fn tap(&self, bytes: &[u8]) {
+        if !self
+            .inner
+            .has_tap
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
         if let Ok(t) = self.inner.wire_tap.read() {
             if let Some(tap) = t.as_ref() {
                 tap(bytes);
@@ -85,6 +92,7 @@ async fn write_loop(node: Node, mut mailbox: Mailbox, mut w: OwnedWriteHalf) {
 
 async fn read_loop(node: Node, address: Address, r: OwnedReadHalf) {
     let mut r = BufReader::with_capacity(WRITE_BATCH, r);
+    let mut decoder = MessageDecoder::default();
     while let Ok(len) = r.read_u32().await {
         let len = len as usize;
         if len > MAX_WIRE_FRAME_LEN {
@@ -97,7 +105,7 @@ async fn read_loop(node: Node, address: Address, r: OwnedReadHalf) {
         }
         node.tap(&(len as u32).to_be_bytes());
         node.tap(&body);
-        let mut msg = match decode_message(&body) {
+        let mut msg = match decoder.decode(body) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!("tcp {address}: {e}");

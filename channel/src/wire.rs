@@ -81,6 +81,16 @@ fn decode_route(r: &mut Reader<'_>) -> Result<Route> {
 
 /// Decodes a frame body (without its length prefix).
 pub fn decode_message(body: &[u8]) -> Result<Message> {
+    let (onward, return_route, header) = decode_header(body)?;
+    Ok(Message {
+        onward,
+        return_route,
+        payload: body[header..].to_vec(),
+    })
+}
+
+/// Decodes the routes of a frame body; returns them and the header length.
+pub fn decode_header(body: &[u8]) -> Result<(Route, Route, usize)> {
     if body.len() > MAX_WIRE_FRAME_LEN {
         return Err(Error::malformed("routed message", "too long"));
     }
@@ -88,12 +98,44 @@ pub fn decode_message(body: &[u8]) -> Result<Message> {
     r.expect(MESSAGE_VERSION, "unsupported version")?;
     let onward = decode_route(&mut r)?;
     let return_route = decode_route(&mut r)?;
-    let payload = r.rest().to_vec();
-    Ok(Message {
-        onward,
-        return_route,
-        payload,
-    })
+    let header = body.len() - r.rest().len();
+    Ok((onward, return_route, header))
+}
+
+/// Decodes frame bodies from one connection, reusing the routes of the previous frame when
+/// its header bytes repeat (the common case: one channel's traffic) and moving the payload
+/// out of the body without copying it into a new buffer.
+#[derive(Default)]
+pub struct MessageDecoder {
+    last_header: Vec<u8>,
+    last: Option<(Route, Route)>,
+}
+
+impl MessageDecoder {
+    /// Decodes `body` into a message, taking its buffer for the payload.
+    pub fn decode(&mut self, mut body: Vec<u8>) -> Result<Message> {
+        let (onward, return_route, header) = match &self.last {
+            Some((o, r))
+                if body.len() >= self.last_header.len()
+                    && body[..self.last_header.len()] == self.last_header[..] =>
+            {
+                (o.clone(), r.clone(), self.last_header.len())
+            }
+            _ => {
+                let (o, r, header) = decode_header(&body)?;
+                self.last_header.clear();
+                self.last_header.extend_from_slice(&body[..header]);
+                self.last = Some((o.clone(), r.clone()));
+                (o, r, header)
+            }
+        };
+        body.drain(..header);
+        Ok(Message {
+            onward,
+            return_route,
+            payload: body,
+        })
+    }
 }
 
 /// Version of the identity payload.
@@ -196,6 +238,24 @@ mod tests {
             let _ = decode_message(&out[4..4 + cut]);
         }
         assert!(decode_message(&[2, 0, 0]).is_err());
+
+        // The decoder reuses routes for a repeated header and notices a changed one.
+        let mut d = MessageDecoder::default();
+        let first = d.decode(out[4..].to_vec()).unwrap();
+        assert_eq!(first, back);
+        let second = d.decode(out[4..].to_vec()).unwrap();
+        assert_eq!(second, back);
+        let other = Message {
+            onward: Route::parse(["x", "relay", "bob"]).unwrap(),
+            ..msg.clone()
+        };
+        let mut out2 = Vec::new();
+        encode_message(&other, 1, &mut out2);
+        let third = d.decode(out2[4..].to_vec()).unwrap();
+        assert_eq!(third.onward, Route::parse(["relay", "bob"]).unwrap());
+        let mut short = out[4..6].to_vec();
+        short[0] = 1;
+        assert!(d.decode(short).is_err());
         assert!(decode_message(&[1, 33]).is_err());
         assert!(decode_message(&[1, 1, 0]).is_err());
     }

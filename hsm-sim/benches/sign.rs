@@ -11,15 +11,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::Attribute;
+use cryptoki::session::UserType;
 use cryptoki_sys::{CKF_RW_SESSION, CKF_SERIAL_SESSION, CKU_SO};
 use keywarden_hsm_sim::{Config, KdfParams, Module, SlotConfig, token};
 use keywarden_pkcs11::testing::SoftHsm;
 use keywarden_pkcs11::{PinSource, Pkcs11Config, Pkcs11Vault, TokenSelector};
 use keywarden_vault::{Algorithm, KeySpec, Vault};
 use secrecy::SecretString;
+use sha2::Digest as _;
 
 const MESSAGE: &[u8; 32] = b"keywarden benchmark message 0001";
 const PIN: &str = "bench-pin-1234";
+const P256_OID: &[u8] = keywarden_hsm_sim::crypto::P256_PARAMS_OID;
 
 /// An initialised hsm-sim token; the release `.so` next to the bench executable.
 fn hsm_sim(dir: &std::path::Path) -> Pkcs11Config {
@@ -121,6 +126,86 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // The tokens alone: raw cryptoki C_Sign loops on one session per thread, no adapter.
+    let mut group = c.benchmark_group("ecdsa_p256_sign_raw_cryptoki");
+    group.measurement_time(Duration::from_secs(5));
+    for (name, cfg) in [
+        ("hsm_sim", hsm_sim_config_again(dir.path())),
+        ("softhsm2", soft.config()),
+    ] {
+        let ctx = keywarden_pkcs11::module::load(&cfg.module).unwrap();
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| {
+                let label = ctx
+                    .get_token_info(*s)
+                    .unwrap()
+                    .label()
+                    .trim_end()
+                    .to_owned();
+                label == "bench" || label == soft.label()
+            })
+            .unwrap();
+        let pin = match name {
+            "hsm_sim" => SecretString::from(PIN),
+            _ => SecretString::from(keywarden_pkcs11::testing::USER_PIN),
+        };
+        let setup = ctx.open_rw_session(slot).unwrap();
+        let _ = setup.login(UserType::User, Some(&pin));
+        let (_, key) = setup
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::EcParams(P256_OID.to_vec()),
+                    Attribute::Token(false),
+                ],
+                &[Attribute::Sign(true), Attribute::Token(false)],
+            )
+            .unwrap();
+        let digest: [u8; 32] = sha2::Sha256::digest(MESSAGE).into();
+        for threads in [1u64, 2] {
+            let ctx = &ctx;
+            group.bench_function(format!("{name}/{threads}t"), |b| {
+                b.iter_custom(|iters| {
+                    let per = iters.div_ceil(threads);
+                    let start = Instant::now();
+                    std::thread::scope(|sc| {
+                        for _ in 0..threads {
+                            sc.spawn(|| {
+                                let s = ctx.open_rw_session(slot).unwrap();
+                                for _ in 0..per {
+                                    let sig = s.sign(&Mechanism::Ecdsa, key, &digest).unwrap();
+                                    assert_eq!(sig.len(), 64);
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+        drop(setup);
+    }
+    group.finish();
+}
+
+/// The hsm-sim module configuration (the token was created by `hsm_sim`).
+fn hsm_sim_config_again(_dir: &std::path::Path) -> Pkcs11Config {
+    let exe = std::env::current_exe().unwrap();
+    let so: PathBuf = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libkeywarden_hsm_sim.so");
+    Pkcs11Config::new(
+        so,
+        TokenSelector::Label("bench".into()),
+        PinSource::Value(SecretString::from(PIN)),
+    )
 }
 
 criterion_group!(benches, bench);

@@ -1165,4 +1165,26 @@ mod tests {
         );
         assert_eq!(Error::PinIncorrect.to_string(), "CKR_PIN_INCORRECT");
     }
+
+    #[test]
+    fn slots_are_independent() {
+        let slot = |id| crate::config::SlotConfig {
+            slot_id: Some(id),
+            kdf: Some(CHEAP),
+            ..Default::default()
+        };
+        let m = Module::new(&Config {
+            slots: vec![slot(5), slot(9)],
+        })
+        .unwrap();
+        assert_eq!(m.slot_list(), vec![5, 9]);
+        m.init_token(9, &pin(b"so-pin-9"), &[b'n'; 32]).unwrap();
+        assert_eq!(m.open_session(5, RW), Err(Error::TokenNotRecognized));
+        let s = m.open_session(9, RW).unwrap();
+        assert_eq!(m.session_info(s).unwrap().slot_id, 9);
+        assert_eq!(m.token_info(9).unwrap().sessions, 1);
+        assert_eq!(m.token_info(5).unwrap().sessions, 0);
+        m.close_all_sessions(9).unwrap();
+        assert_eq!(m.session_info(s), Err(Error::SessionHandleInvalid));
+    }
 }

@@ -16,6 +16,7 @@
 
 mod attestation;
 mod channel;
+pub mod cli;
 mod credential;
 mod encoding;
 mod error;

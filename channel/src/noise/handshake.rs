@@ -48,6 +48,18 @@ pub struct TransportKeys {
     pub(crate) recv: Secret32,
 }
 
+impl TransportKeys {
+    /// Keys from raw bytes, for fuzzing and tests (feature `testing`).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn from_raw_for_testing(send: [u8; 32], recv: [u8; 32]) -> Self {
+        Self {
+            send: Zeroizing::new(send),
+            recv: Zeroizing::new(recv),
+        }
+    }
+}
+
 impl fmt::Debug for TransportKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TransportKeys(..)")

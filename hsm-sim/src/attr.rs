@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use cryptoki_sys::{CK_ATTRIBUTE_TYPE, CK_ULONG};
 
+use zeroize::Zeroizing;
+
 use crate::error::{Error, Result};
 
 /// One attribute of a template passed in by the caller.
@@ -12,7 +14,8 @@ pub struct Attr {
     /// The `CKA_` type.
     pub ty: CK_ATTRIBUTE_TYPE,
     /// The raw value, as laid out in C (`CK_BBOOL` is one byte, `CK_ULONG` native-endian).
-    pub value: Vec<u8>,
+    /// Zeroized on drop: a template may carry key material (`CKA_VALUE` of an import).
+    pub value: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Attr {
@@ -27,21 +30,21 @@ impl Attr {
     pub fn bool(ty: CK_ATTRIBUTE_TYPE, v: bool) -> Self {
         Attr {
             ty,
-            value: vec![u8::from(v)],
+            value: Zeroizing::new(vec![u8::from(v)]),
         }
     }
     /// A `CK_ULONG` attribute.
     pub fn ulong(ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Self {
         Attr {
             ty,
-            value: v.to_ne_bytes().to_vec(),
+            value: Zeroizing::new(v.to_ne_bytes().to_vec()),
         }
     }
     /// A byte-array attribute.
     pub fn bytes(ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Self {
         Attr {
             ty,
-            value: v.to_vec(),
+            value: Zeroizing::new(v.to_vec()),
         }
     }
 }

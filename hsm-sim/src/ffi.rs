@@ -80,7 +80,7 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr>> {
             let v = unsafe { bytes(a.pValue as *const u8, a.ulValueLen) }?;
             Ok(Attr {
                 ty: a.type_,
-                value: v.to_vec(),
+                value: zeroize::Zeroizing::new(v.to_vec()),
             })
         })
         .collect()

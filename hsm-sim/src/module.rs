@@ -564,7 +564,7 @@ impl Module {
         h: CK_SESSION_HANDLE,
         oh: CK_OBJECT_HANDLE,
         types: &[CK_ATTRIBUTE_TYPE],
-    ) -> Result<Vec<Result<Vec<u8>>>> {
+    ) -> Result<Vec<Result<zeroize::Zeroizing<Vec<u8>>>>> {
         let s = self.session(h, "C_GetAttributeValue")?;
         let t = read(self.token(s.slot))?;
         let o = t.object(oh)?;

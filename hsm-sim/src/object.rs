@@ -90,21 +90,21 @@ impl Object {
             .all(|a| self.attrs.get(a.ty) == Some(a.value.as_slice()))
     }
 
-    /// `C_GetAttributeValue` for one attribute.
-    pub fn get_attribute(&self, ty: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>> {
+    /// `C_GetAttributeValue` for one attribute (zeroized on drop: it may be a key value).
+    pub fn get_attribute(&self, ty: CK_ATTRIBUTE_TYPE) -> Result<Zeroizing<Vec<u8>>> {
         if ty == CKA_VALUE && matches!(self.class(), CKO_PRIVATE_KEY | CKO_SECRET_KEY) {
             if self.attrs.get_bool(CKA_SENSITIVE) || !self.attrs.get_bool(CKA_EXTRACTABLE) {
                 return Err(Error::AttributeSensitive);
             }
             return match &self.secret {
-                Secret::Clear(v) => Ok(v.to_vec()),
+                Secret::Clear(v) => Ok(v.clone()),
                 Secret::Sealed(_) => Err(Error::AttributeSensitive),
                 Secret::None => Err(Error::AttributeTypeInvalid),
             };
         }
         self.attrs
             .get(ty)
-            .map(<[u8]>::to_vec)
+            .map(|v| Zeroizing::new(v.to_vec()))
             .ok_or(Error::AttributeTypeInvalid)
     }
 
@@ -141,7 +141,7 @@ impl Object {
             }
         }
         for a in template {
-            self.attrs.set(a.ty, a.value.clone());
+            self.attrs.set(a.ty, a.value.to_vec());
         }
         Ok(())
     }
@@ -320,7 +320,7 @@ fn apply(
             }
             _ => {}
         }
-        m.set(a.ty, a.value.clone());
+        m.set(a.ty, a.value.to_vec());
     }
     m.set_ulong(CKA_CLASS, class);
     m.set_ulong(CKA_KEY_TYPE, key_type);
@@ -624,7 +624,10 @@ mod tests {
         privo
             .set_attributes(&[Attr::bytes(CKA_LABEL, b"renamed")], false)
             .unwrap();
-        assert_eq!(privo.get_attribute(CKA_LABEL).unwrap(), b"renamed");
+        assert_eq!(
+            privo.get_attribute(CKA_LABEL).unwrap().as_slice(),
+            b"renamed"
+        );
     }
 
     #[test]
@@ -670,7 +673,7 @@ mod tests {
             z.clone(),
         )
         .unwrap();
-        assert_eq!(open.get_attribute(CKA_VALUE).unwrap(), vec![9u8; 32]);
+        assert_eq!(*open.get_attribute(CKA_VALUE).unwrap(), vec![9u8; 32]);
         let closed = derived_secret(&[], &base, z).unwrap();
         assert_eq!(
             closed.get_attribute(CKA_VALUE),

@@ -24,6 +24,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// persistent handle); their public and encrypted private areas are kept in the key directory,
 /// one file per key, named by the [`KeyRef`]. One thread owns the ESAPI context and serves
 /// every request in order.
+///
+/// Calls wait for the TPM at most [`Config::timeout_ms`] with `tokio::time`, so the runtime
+/// must have its time driver enabled (`enable_all()` / `#[tokio::main]` do).
 pub struct Tpm2Vault {
     jobs: mpsc::Sender<Msg>,
     thread: Mutex<Option<worker::Thread>>,

@@ -286,14 +286,19 @@ unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
 }
 
 unsafe extern "C" fn C_GetSlotList(
-    _present: CK_BBOOL,
+    present: CK_BBOOL,
     list: *mut CK_SLOT_ID,
     count: *mut CK_ULONG,
 ) -> CK_RV {
     guard(|| {
         let m = module()?;
+        let slots = if present == CK_FALSE {
+            m.slot_list()
+        } else {
+            m.slots_with_token()
+        };
         // SAFETY: pointers per the PKCS#11 contract, checked in put_list.
-        unsafe { put_list(list, count, &m.slot_list()) }
+        unsafe { put_list(list, count, &slots) }
     })
 }
 

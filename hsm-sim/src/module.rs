@@ -300,9 +300,18 @@ impl Module {
 
     // ---- slots and tokens ----
 
-    /// `C_GetSlotList`.
+    /// `C_GetSlotList`: every slot, or only those with a token present.
     pub fn slot_list(&self) -> Vec<CK_SLOT_ID> {
         self.slots.iter().map(|s| s.id).collect()
+    }
+
+    /// `C_GetSlotList(CK_TRUE, …)`: slots whose device is not removed.
+    pub fn slots_with_token(&self) -> Vec<CK_SLOT_ID> {
+        self.slots
+            .iter()
+            .filter(|s| !s.faults.as_ref().is_some_and(Faults::removed_now))
+            .map(|s| s.id)
+            .collect()
     }
 
     /// `C_GetSlotInfo`: whether a token is present.
@@ -484,14 +493,29 @@ impl Module {
         write(self.token(s.slot))?.login(role, pin)
     }
 
-    /// `C_Logout`.
+    /// `C_Logout`. Signing operations in progress end with it: their keys are private objects,
+    /// whose handles the standard invalidates at logout.
     pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.session(h, "C_Logout")?;
-        let mut t = write(self.token(s.slot))?;
-        if t.login.is_none() {
-            return Err(Error::UserNotLoggedIn);
+        {
+            let mut t = write(self.token(s.slot))?;
+            if t.login.is_none() {
+                return Err(Error::UserNotLoggedIn);
+            }
+            t.logout();
         }
-        t.logout();
+        // Session states are locked only after the token lock is released (lock order).
+        let others: Vec<Arc<Session>> = read(&self.sessions)?
+            .values()
+            .filter(|o| o.slot == s.slot)
+            .cloned()
+            .collect();
+        for o in others {
+            let mut st = lock(&o.state)?;
+            if matches!(st.op, Some(Op::Sign { .. })) {
+                st.op = None;
+            }
+        }
         Ok(())
     }
 
@@ -1114,6 +1138,27 @@ mod tests {
             ),
             Err(Error::MechanismParamInvalid)
         );
+    }
+
+    #[test]
+    fn logout_ends_signing_operations() {
+        let m = ready();
+        let s = m.open_session(0, RW).unwrap();
+        let other = m.open_session(0, RW).unwrap();
+        m.login(s, CKU_USER, &pin(b"user-1")).unwrap();
+        let (_, k) = p256(&m, s);
+        m.sign_init(other, &Mechanism::new(CKM_ECDSA_SHA256), k)
+            .unwrap();
+        m.logout(s).unwrap();
+        assert_eq!(
+            m.sign(other, b"m", Some(64)),
+            Err(Error::OperationNotInitialized)
+        );
+        assert_eq!(
+            m.sign_init(other, &Mechanism::new(CKM_ECDSA_SHA256), k),
+            Err(Error::UserNotLoggedIn)
+        );
+        assert_eq!(m.logout(s), Err(Error::UserNotLoggedIn));
     }
 
     #[test]

@@ -308,6 +308,8 @@ fn device_removed_window_by_time() {
     let e = f.pkcs11.open_rw_session(f.slot).unwrap_err();
     assert_eq!(rv(e), RvError::DeviceRemoved);
     assert!(!f.pkcs11.get_slot_info(f.slot).unwrap().token_present());
+    assert!(f.pkcs11.get_slots_with_token().unwrap().is_empty());
+    assert_eq!(f.pkcs11.get_all_slots().unwrap(), vec![f.slot]);
     std::thread::sleep(std::time::Duration::from_millis(1600));
     let s = f.user_rw();
     s.get_session_info().unwrap();

@@ -416,3 +416,42 @@ fn unsupported_things_are_refused_not_crashed() {
         sha2::Sha256::digest(b"abc").to_vec()
     );
 }
+
+#[test]
+fn pin_failures_survive_restart_and_reinit_wipes_the_token() {
+    let f = Fixture::with(Kind::HsmSim, None, Some(3));
+    {
+        let s = f.user_rw();
+        gen_p256(&s, true, true, false, b"gone");
+        s.logout().unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                rv(s.login(UserType::User, Some(&pin("9999"))).unwrap_err()),
+                RvError::PinIncorrect
+            );
+        }
+    }
+    f.pkcs11.finalize().unwrap();
+    let p = Pkcs11::new(&f.lib).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let info = p.get_token_info(f.slot).unwrap();
+    assert!(info.user_pin_final_try() && info.user_pin_count_low() && !info.user_pin_locked());
+    // Re-initialising needs the SO PIN, wipes every object and the user PIN.
+    let e = p.init_token(f.slot, &pin("wrong-so"), "again").unwrap_err();
+    assert_eq!(rv(e), RvError::PinIncorrect);
+    p.init_token(f.slot, &pin(SO_PIN), "again").unwrap();
+    let info = p.get_token_info(f.slot).unwrap();
+    assert_eq!(info.label(), "again");
+    assert!(!info.user_pin_initialized());
+    let s = p.open_rw_session(f.slot).unwrap();
+    assert_eq!(
+        rv(s.login(UserType::User, Some(&pin(USER_PIN))).unwrap_err()),
+        RvError::UserPinNotInitialized
+    );
+    s.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    s.init_pin(&pin(USER_PIN)).unwrap();
+    s.logout().unwrap();
+    s.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    assert!(s.find_objects(&[]).unwrap().is_empty());
+}

@@ -9,6 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::identity::Identifier;
 
+#[cfg(feature = "cedar")]
+#[path = "cedar.rs"]
+mod cedar;
+#[cfg(feature = "cedar")]
+pub use cedar::CedarPolicy;
+
 /// What a policy sees about the peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerInfo {

@@ -372,3 +372,58 @@ async fn an_initiator_that_stalls_times_the_listener_out() {
         Error::HandshakeTimeout(t)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cedar_policy_decides_on_verified_attributes() {
+    use keywarden_channel::policy::CedarPolicy;
+    let w = world().await;
+    let policy = r#"
+        permit (principal, action == Action::"connect", resource == Channel::"bob")
+        when { context.attributes has role && context.attributes.role == "client" };
+        @id("no-interns")
+        forbid (principal, action, resource)
+        when { context.attributes has level && context.attributes.level == "intern" };
+    "#;
+    let bob_cred = credential(
+        &w.ca,
+        w.bob.identifier(),
+        &[("role", "server")],
+        in_an_hour(),
+    )
+    .await;
+    let bob_opts = || {
+        ChannelOptions::new()
+            .trust_authority(w.ca.identifier())
+            .with_credential(bob_cred.clone())
+            .with_policy(CedarPolicy::new(policy, "bob").unwrap())
+    };
+    let ok = credential(
+        &w.ca,
+        w.alice.identifier(),
+        &[("role", "client")],
+        in_an_hour(),
+    )
+    .await;
+    let (i, r) = attempt(&w.alice, options(&w.ca, ok, "server"), &w.bob, bob_opts()).await;
+    assert!(i.is_ok() && r.is_ok(), "{i:?} {r:?}");
+
+    let intern = credential(
+        &w.ca,
+        w.alice.identifier(),
+        &[("role", "client"), ("level", "intern")],
+        in_an_hour(),
+    )
+    .await;
+    let (i, r) = attempt(
+        &w.alice,
+        options(&w.ca, intern, "server"),
+        &w.bob,
+        bob_opts(),
+    )
+    .await;
+    match r.unwrap_err() {
+        Error::PolicyDenied { reason, .. } => assert!(reason.contains("no-interns"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    refused_by_listener(&i, "no-interns");
+}

@@ -1232,4 +1232,44 @@ mod tests {
         m.close_all_sessions(9).unwrap();
         assert_eq!(m.session_info(s), Err(Error::SessionHandleInvalid));
     }
+
+    #[test]
+    fn mixed_operations_from_many_threads_do_not_deadlock() {
+        let m = ready();
+        let admin = m.open_session(0, RW).unwrap();
+        m.login(admin, CKU_USER, &pin(b"user-1")).unwrap();
+        std::thread::scope(|sc| {
+            for t in 0..4 {
+                let m = &m;
+                sc.spawn(move || {
+                    let s = m.open_session(0, RW).unwrap();
+                    for i in 0..40 {
+                        // Errors are fine (another thread may have logged out); hangs are not.
+                        if let Ok((p, k)) = m.generate_key_pair(
+                            s,
+                            &Mechanism::new(CKM_EC_KEY_PAIR_GEN),
+                            &[Attr::bytes(CKA_EC_PARAMS, crypto::P256_PARAMS_OID)],
+                            &[],
+                        ) {
+                            if m.sign_init(s, &Mechanism::new(CKM_ECDSA_SHA256), k).is_ok() {
+                                let _ = m.sign(s, b"x", Some(64));
+                            }
+                            let _ = m.destroy_object(s, k);
+                            let _ = m.destroy_object(s, p);
+                        }
+                        if m.find_init(s, &[]).is_ok() {
+                            let _ = m.find(s, 5);
+                            let _ = m.find_final(s);
+                        }
+                        if t == 0 && i % 10 == 5 {
+                            let _ = m.logout(s);
+                            let _ = m.login(s, CKU_USER, &pin(b"user-1"));
+                        }
+                    }
+                    m.close_session(s).unwrap();
+                });
+            }
+        });
+        m.close_session(admin).unwrap();
+    }
 }

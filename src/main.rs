@@ -49,6 +49,18 @@ enum Command {
     /// Cedar policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Measure signing through the socket against the same backend in-process.
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Concurrent clients to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        clients: Vec<usize>,
+        /// A service config whose backends to use (default: the embedded hsm-sim).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -223,6 +235,43 @@ async fn run(cli: Cli) -> Result<()> {
                         v.trailing_partial
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            seconds,
+            clients,
+            config: path,
+        } => {
+            let config = match path {
+                Some(p) => Some(config::Config::load(Some(p))?),
+                None => None,
+            };
+            let rows = keywarden::bench::run(config, *seconds, clients)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<11} {:>7} {:>12} {:>10} {:>10} {:>10}",
+                "mode", "clients", "signs/s", "p50 us", "p99 us", "vs in-proc"
+            );
+            for r in &rows {
+                let base = rows
+                    .iter()
+                    .find(|b| b.mode == "in-process" && b.clients == r.clients);
+                let ratio = match (r.mode, base) {
+                    ("socket" | "service", Some(b)) if b.ops_per_sec > 0.0 => {
+                        format!("{:.1}%", 100.0 * r.ops_per_sec / b.ops_per_sec)
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<11} {:>7} {:>12.0} {:>10.1} {:>10.1} {:>10}",
+                    r.mode, r.clients, r.ops_per_sec, r.p50_us, r.p99_us, ratio
+                );
             }
             Ok(())
         }

@@ -66,6 +66,13 @@ pub struct Backend {
     pub kind: &'static str,
 }
 
+/// How long a registry record read by this service is reused before it is read again. Writes
+/// made through this service take effect at once; the bound matters only when several service
+/// nodes share one registry (a key disabled on one node stops signing on the others within it).
+pub const RECORD_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+type RecordCache = std::collections::HashMap<String, (std::time::Instant, Arc<KeyRecord>)>;
+
 /// The service.
 #[derive(Debug)]
 pub struct Service {
@@ -74,6 +81,7 @@ pub struct Service {
     registry: Arc<dyn Registry>,
     policy: Policy,
     audit: AuditLog,
+    records: std::sync::RwLock<RecordCache>,
 }
 
 /// Seconds since the Unix epoch.
@@ -161,6 +169,7 @@ impl Service {
             registry,
             policy,
             audit,
+            records: std::sync::RwLock::default(),
         };
         service.recover().await?;
         Ok(service)
@@ -289,19 +298,53 @@ impl Service {
                 uid: trail.caller.uid,
             })
         };
+        if matches!(
+            trail.action,
+            Action::CreateKey
+                | Action::RotateKey
+                | Action::DisableKey
+                | Action::EnableKey
+                | Action::DestroyKey
+        ) {
+            self.forget(trail.key);
+        }
         self.write_audit(&trail, result.as_ref().err())?;
         result
     }
 
-    /// Looks a key up; a miss is audited too.
+    fn cached(&self, name: &str) -> Option<Arc<KeyRecord>> {
+        let map = self.records.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .filter(|(at, _)| at.elapsed() < RECORD_CACHE_TTL)
+            .map(|(_, r)| Arc::clone(r))
+    }
+
+    fn forget(&self, name: &str) {
+        self.records
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// Looks a key up (from the short-lived cache when fresh); a miss is audited too.
     async fn record(
         &self,
         caller: &Caller,
         action: Action,
         name: &str,
-    ) -> Result<KeyRecord, ServiceError> {
+    ) -> Result<Arc<KeyRecord>, ServiceError> {
+        if let Some(r) = self.cached(name) {
+            return Ok(r);
+        }
         match self.registry.get(name).await {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                let r = Arc::new(r);
+                self.records
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_owned(), (std::time::Instant::now(), Arc::clone(&r)));
+                Ok(r)
+            }
             Err(e) => {
                 let err = ServiceError::from(e);
                 self.write_audit(&Self::trail(caller, action, name), Some(&err))?;
@@ -399,15 +442,24 @@ impl Service {
     ) -> Result<KeyRecord, ServiceError> {
         let spec = KeySpec::new(algorithm, hsm_label)?;
         match backend.vault.generate(&spec).await {
-            Ok(info) => Ok(self
-                .registry
-                .complete(
-                    name,
-                    version,
-                    info.key_ref.as_bytes(),
-                    &info.public_key.to_spki_der(),
-                )
-                .await?),
+            Ok(info) => {
+                let done = self
+                    .registry
+                    .complete(
+                        name,
+                        version,
+                        info.key_ref.as_bytes(),
+                        &info.public_key.to_spki_der(),
+                    )
+                    .await;
+                if done.is_err() {
+                    // The version went away meanwhile (the key was destroyed): leave no orphan.
+                    if let Err(e) = backend.vault.destroy(&info.key_ref).await {
+                        tracing::error!(key = %name, version, error = %e, "could not destroy an HSM key the registry refused");
+                    }
+                }
+                Ok(done?)
+            }
             Err(e) => {
                 if let Err(abort) = self.registry.abort(name, version).await {
                     tracing::error!(key = %name, version, error = %abort, "could not drop a pending version after a backend failure");
@@ -498,7 +550,7 @@ impl Service {
     pub async fn get(&self, caller: &Caller, name: &str) -> Result<KeyRecord, ServiceError> {
         let record = self.record(caller, Action::GetKey, name).await?;
         let trail = Self::trail(caller, Action::GetKey, name);
-        let r = record.clone();
+        let r = KeyRecord::clone(&record);
         self.guarded(trail, &facts(&record), || async move { Ok((r, None)) })
             .await
     }

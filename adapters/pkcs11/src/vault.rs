@@ -257,25 +257,21 @@ impl Vault for Pkcs11Vault {
             .map_err(|e| VaultError::backend("pkcs11", "RNG", format!("random key id: {e}")))?;
         let key = KeyRef::new(id.to_vec());
         let label = spec.label().to_owned();
-        let inner = Arc::clone(&self.inner);
         let doing = format!("generate {algorithm} key {key}");
+        let id_for_op = key.clone();
+        // Generation alone is one pooled call: once C_GenerateKeyPair has succeeded nothing in
+        // this closure can fail, so a retry after a lost session never makes a second key pair
+        // under the same CKA_ID. Reading the key back is a separate, retry-safe call.
         self.inner
             .pool
             .run(doing, move |session| {
                 let (mechanism, public, private) =
-                    keys::generation(algorithm, key.as_bytes(), &label);
-                let (_, handle) = session.generate_key_pair(&mechanism, &public, &private)?;
-                let info = keys::read_info(session, handle, &key)?;
-                inner.cache.map().insert(
-                    key.clone(),
-                    Arc::new(Found {
-                        handle,
-                        info: info.clone(),
-                    }),
-                );
-                Ok(info)
+                    keys::generation(algorithm, id_for_op.as_bytes(), &label);
+                session.generate_key_pair(&mechanism, &public, &private)?;
+                Ok(())
             })
-            .await
+            .await?;
+        self.describe(&key).await
     }
 
     async fn describe(&self, key: &KeyRef) -> VaultResult<KeyInfo> {

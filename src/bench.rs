@@ -1,0 +1,205 @@
+//! `keywarden bench`: signing through the service socket versus the same backend in-process,
+//! in one run, so the ratio is meaningful on a noisy machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keywarden_vault::{KeyRef, Vault};
+
+use crate::client::Client;
+use crate::proto::v1 as pb;
+use crate::service::config::Config;
+use crate::service::identity::Caller;
+use crate::service::server;
+
+/// One measured configuration.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    /// `in-process` (the backend alone), `service` (policy, registry and audit in-process) or
+    /// `socket` (all of it over gRPC on the Unix socket).
+    pub mode: &'static str,
+    /// Concurrent clients (tasks in-process, connections over the socket).
+    pub clients: usize,
+    /// Signatures per second.
+    pub ops_per_sec: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1e6
+}
+
+fn row(mode: &'static str, clients: usize, elapsed: Duration, mut lat: Vec<Duration>) -> Row {
+    lat.sort_unstable();
+    Row {
+        mode,
+        clients,
+        ops_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+    }
+}
+
+const MESSAGE: &[u8] = b"keywarden bench: a 64-byte message to sign, as a release digest..";
+
+async fn in_process(vault: Arc<dyn Vault>, key: KeyRef, clients: usize, dur: Duration) -> Row {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (vault, key) = (Arc::clone(&vault), key.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if vault.sign(&key, MESSAGE).await.is_err() {
+                        break;
+                    }
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    row("in-process", clients, start.elapsed(), all)
+}
+
+async fn service_direct(
+    service: Arc<crate::service::Service>,
+    name: &str,
+    clients: usize,
+    dur: Duration,
+) -> Row {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let me = Caller::this_process();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (service, name, me) = (Arc::clone(&service), name.to_owned(), me.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if service.sign(&me, &name, MESSAGE).await.is_err() {
+                        break;
+                    }
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    row("service", clients, start.elapsed(), all)
+}
+
+async fn socket(clients: Vec<Client>, name: &str, dur: Duration) -> Row {
+    let n = clients.len();
+    let start = Instant::now();
+    let deadline = start + dur;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                let mut rpc = c.rpc();
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let req = pb::SignRequest {
+                        name: name.clone(),
+                        message: MESSAGE.to_vec(),
+                    };
+                    if rpc.sign(req).await.is_err() {
+                        break;
+                    }
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    row("socket", n, start.elapsed(), all)
+}
+
+/// Runs the benchmark on a throw-away data directory with the embedded backend (or the
+/// backends of `config`, if given) and returns one row per mode and concurrency.
+pub async fn run(
+    config: Option<Config>,
+    seconds: f64,
+    concurrency: &[usize],
+) -> Result<Vec<Row>, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("keywarden-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let mut config = match config {
+        Some(c) => c,
+        None => Config::from_toml(&format!("data_dir = \"{}\"", dir.path().display()))
+            .map_err(|e| e.to_string())?,
+    };
+    config.socket = dir.path().join("bench.sock");
+    config.audit_log = dir.path().join("bench-audit.log");
+    config.registry = format!("sqlite:{}", dir.path().join("bench-registry.db").display());
+    let service = server::build(&config).await.map_err(|e| e.to_string())?;
+    let listener = server::bind(&config.socket, 0o600)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let socket_path = config.socket.clone();
+    let serving = tokio::spawn({
+        let service = Arc::clone(&service);
+        async move {
+            let _ = server::serve(service, listener, &socket_path, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        }
+    });
+
+    let me = Caller::this_process();
+    let name = format!("bench-{}", std::process::id());
+    let record = service
+        .create(&me, &name, "ecdsa-p256", None, Default::default(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key_ref = KeyRef::new(record.versions[0].key_ref.clone().unwrap_or_default());
+    let vault = Arc::clone(&service.backends()[&record.backend].vault);
+    let dur = Duration::from_secs_f64(seconds);
+
+    let mut rows = Vec::new();
+    for &c in concurrency {
+        rows.push(in_process(Arc::clone(&vault), key_ref.clone(), c, dur).await);
+        rows.push(service_direct(Arc::clone(&service), &name, c, dur).await);
+        let mut clients = Vec::with_capacity(c);
+        for _ in 0..c {
+            clients.push(
+                Client::connect(&config.socket)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        rows.push(socket(clients, &name, dur).await);
+    }
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    Ok(rows)
+}

@@ -29,6 +29,14 @@ pub enum BackendError {
         #[source]
         source: keywarden_pkcs11::Error,
     },
+    /// Another backend failed to open.
+    #[error("backend {name:?}: {reason}")]
+    Other {
+        /// Backend name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// Setting up the embedded token failed.
     #[error("backend {name:?} (embedded hsm-sim): {reason}")]
     Sim {
@@ -39,23 +47,49 @@ pub enum BackendError {
     },
 }
 
-/// Opens every backend of `config` (blocking: call from `spawn_blocking` in async code).
-pub fn open_all(config: &Config) -> Result<BTreeMap<String, Backend>, BackendError> {
+/// Opens every backend of `config`.
+pub async fn open_all(config: &Config) -> Result<BTreeMap<String, Backend>, BackendError> {
     let mut out = BTreeMap::new();
     for (name, backend) in &config.backends {
         let vault: Arc<dyn keywarden_vault::Vault> = match backend {
-            BackendConfig::Pkcs11(p) => Arc::new(Pkcs11Vault::open(p.clone()).map_err(
-                |source| BackendError::Pkcs11 {
+            BackendConfig::Pkcs11(p) => {
+                let p = p.clone();
+                let opened = tokio::task::spawn_blocking(move || Pkcs11Vault::open(p))
+                    .await
+                    .map_err(|e| task_failed(name, e))?;
+                Arc::new(opened.map_err(|source| BackendError::Pkcs11 {
                     name: name.clone(),
                     source,
-                },
-            )?),
+                })?)
+            }
             BackendConfig::Sim { token_dir } => {
                 let dir = token_dir
                     .clone()
                     .unwrap_or_else(|| config.data_dir.join("hsm-sim"));
-                Arc::new(open_sim(name, &config.data_dir, &dir)?)
+                let (n, data) = (name.clone(), config.data_dir.clone());
+                let opened = tokio::task::spawn_blocking(move || open_sim(&n, &data, &dir))
+                    .await
+                    .map_err(|e| task_failed(name, e))?;
+                Arc::new(opened?)
             }
+            #[cfg(feature = "tpm2")]
+            BackendConfig::Tpm2(c) => Arc::new(
+                keywarden_tpm2::Tpm2Vault::open(c.clone())
+                    .await
+                    .map_err(|e| BackendError::Other {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+            #[cfg(feature = "yubihsm")]
+            BackendConfig::Yubihsm(c) => Arc::new(
+                keywarden_yubihsm::YubiHsmVault::open(c)
+                    .await
+                    .map_err(|e| BackendError::Other {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    })?,
+            ),
         };
         out.insert(
             name.clone(),
@@ -66,6 +100,13 @@ pub fn open_all(config: &Config) -> Result<BTreeMap<String, Backend>, BackendErr
         );
     }
     Ok(out)
+}
+
+fn task_failed(name: &str, e: tokio::task::JoinError) -> BackendError {
+    BackendError::Other {
+        name: name.to_owned(),
+        reason: format!("start-up task failed: {e}"),
+    }
 }
 
 /// Where the embedded token's user PIN is kept.

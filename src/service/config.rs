@@ -65,14 +65,24 @@ pub enum BackendConfig {
     },
     /// Any PKCS#11 module.
     Pkcs11(Pkcs11Config),
+    /// A TPM 2.0 chip (build with the `tpm2` feature).
+    #[cfg(feature = "tpm2")]
+    Tpm2(keywarden_tpm2::Config),
+    /// A YubiHSM 2 (build with the `yubihsm` feature).
+    #[cfg(feature = "yubihsm")]
+    Yubihsm(keywarden_yubihsm::Config),
 }
 
 impl BackendConfig {
-    /// `sim` or `pkcs11`.
+    /// `sim`, `pkcs11`, `tpm2` or `yubihsm`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Sim { .. } => "sim",
             Self::Pkcs11(_) => "pkcs11",
+            #[cfg(feature = "tpm2")]
+            Self::Tpm2(_) => "tpm2",
+            #[cfg(feature = "yubihsm")]
+            Self::Yubihsm(_) => "yubihsm",
         }
     }
 }

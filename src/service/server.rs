@@ -85,10 +85,7 @@ fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
 pub async fn build(config: &Config) -> Result<Arc<Service>, ServerError> {
     prepare_data_dir(config)?;
     let policy = Policy::open(&config.policy_dir, current_uid())?;
-    let cfg = config.clone();
-    let backends = tokio::task::spawn_blocking(move || backends::open_all(&cfg))
-        .await
-        .map_err(|e| ServerError::Serve(format!("backend start-up task: {e}")))??;
+    let backends = backends::open_all(config).await?;
     let registry = SqliteRegistry::open(&config.registry_path())?;
     let audit = AuditLog::open(&config.audit_log, config.audit_fsync)?;
     let service = Service::new(
@@ -153,6 +150,8 @@ pub fn describe(config: &Config) -> String {
                 sim_pin_path(&config.data_dir).display()
             ),
             BackendConfig::Pkcs11(p) => format!("{n} (pkcs11 {})", p.module.display()),
+            #[allow(unreachable_patterns)]
+            other => format!("{n} ({})", other.kind()),
         })
         .collect();
     format!(

@@ -19,6 +19,7 @@ pub struct Service {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub config: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -31,6 +32,11 @@ impl Service {
 
     /// Starts with extra TOML appended to the generated config.
     pub fn start_with(extra: &str) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Starts with extra TOML and extra environment for the service process.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("kw-e2e-")
             .tempdir()
@@ -54,6 +60,10 @@ impl Service {
             dir,
             socket,
             config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         s.spawn();
@@ -75,6 +85,7 @@ impl Service {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("KEYWARDEN_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

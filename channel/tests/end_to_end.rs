@@ -48,11 +48,12 @@ async fn in_one_node_messages_flow_both_ways_and_close_is_orderly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn over_tcp_through_two_relays_with_softhsm_keys_relays_see_only_ciphertext() {
-    // Alice's identity and static key in one SoftHSM2 token, Bob's in another.
-    let mut tokens = softhsm_vaults(2);
-    let (bob_vault, _t2) = tokens.pop().unwrap();
-    let (alice_vault, _t1) = tokens.pop().unwrap();
+async fn over_tcp_through_two_relays_softhsm_to_hsm_sim_relays_see_only_ciphertext() {
+    // Alice's identity and static key in SoftHSM2, Bob's in hsm-sim (both through
+    // keywarden-pkcs11, each a PKCS#11 module loaded as a shared library).
+    let sim_dir = tempfile::tempdir().unwrap();
+    let bob_vault = hsm_sim_vault(sim_dir.path());
+    let (alice_vault, _t1) = softhsm_vault();
     let alice = identity_in(alice_vault, "alice").await;
     let bob = identity_in(bob_vault, "bob").await;
     let ca = authority().await;
@@ -265,4 +266,33 @@ async fn credentials_refresh_inside_the_channel() {
     let err = b.recv().await.unwrap_err();
     assert!(err.to_string().contains("policy denied"), "{err}");
     assert_eq!(b.recv().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_static_keys_in_softhsm_over_tcp() {
+    let mut tokens = softhsm_vaults(2);
+    let (bob_vault, _t2) = tokens.pop().unwrap();
+    let (alice_vault, _t1) = tokens.pop().unwrap();
+    assert!(alice_vault.info().hardware_resident);
+    let alice = identity_in(alice_vault, "alice").await;
+    let bob = identity_in(bob_vault, "bob").await;
+    let (a_node, b_node) = (Node::new(), Node::new());
+    let b_addr = b_node
+        .tcp_listen("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut listener = b_node
+        .create_secure_channel_listener(&bob, Address::new("bob").unwrap(), open_options())
+        .unwrap();
+    let conn = a_node.tcp_connect(b_addr).await.unwrap();
+    let route = Route::from_vec(vec![conn, Address::new("bob").unwrap()]).unwrap();
+    let (a, b) = tokio::join!(
+        a_node.create_secure_channel(&alice, route, open_options()),
+        listener.accept()
+    );
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    a.send(b"ping").await.unwrap();
+    assert_eq!(b.recv().await.unwrap().unwrap(), b"ping");
+    b.send(b"pong").await.unwrap();
+    assert_eq!(a.recv().await.unwrap().unwrap(), b"pong");
 }

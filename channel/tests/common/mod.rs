@@ -86,3 +86,74 @@ pub fn open_options() -> ChannelOptions {
 pub fn in_an_hour() -> SystemTime {
     SystemTime::now() + HOUR
 }
+
+pub const HSM_SIM_USER_PIN: &str = "hsm-sim-user-1234";
+
+/// The hsm-sim PKCS#11 module (`target/<profile>/libkeywarden_hsm_sim.so`), built if missing.
+pub fn hsm_sim_lib() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let so = target.join("libkeywarden_hsm_sim.so");
+    if !so.exists() {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "keywarden-hsm-sim", "--lib"])
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the hsm-sim cdylib failed");
+    }
+    so
+}
+
+/// A vault on a fresh hsm-sim token (labelled `test`) in `dir`, loaded as a `.so` through
+/// keywarden-pkcs11. hsm-sim reads its configuration at `C_Initialize` from
+/// `KEYWARDEN_HSM_SIM_CONFIG`, so call this once per test process, before other threads use
+/// the environment.
+pub fn hsm_sim_vault(dir: &std::path::Path) -> Arc<dyn Vault> {
+    use keywarden_hsm_sim::{Config, KdfParams, Module, SlotConfig};
+    let slot = SlotConfig {
+        slot_id: None,
+        token_dir: Some(dir.join("token")),
+        max_pin_retries: None,
+        kdf: Some(KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        }),
+        faults: None,
+    };
+    let cfg = Config { slots: vec![slot] };
+    let m = Module::new(&cfg).unwrap();
+    let so = keywarden_hsm_sim::token::pin(b"hsm-sim-so-5678");
+    let mut label = [b' '; 32];
+    label[..4].copy_from_slice(b"test");
+    m.init_token(0, &so, &label).unwrap();
+    // CKF_SERIAL_SESSION | CKF_RW_SESSION; CKU_SO = 0.
+    let h = m.open_session(0, 0x4 | 0x2).unwrap();
+    m.login(h, 0, &so).unwrap();
+    m.init_pin(
+        h,
+        &keywarden_hsm_sim::token::pin(HSM_SIM_USER_PIN.as_bytes()),
+    )
+    .unwrap();
+    m.close_session(h).unwrap();
+    drop(m);
+    let path = dir.join("hsm-sim.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: nextest runs each test in its own process; this runs before the module is
+    // loaded and before any other thread reads the environment.
+    unsafe {
+        std::env::set_var("KEYWARDEN_HSM_SIM_CONFIG", &path)
+    };
+    let config = keywarden_pkcs11::Pkcs11Config::new(
+        hsm_sim_lib(),
+        keywarden_pkcs11::TokenSelector::Label("test".into()),
+        keywarden_pkcs11::PinSource::Value(secrecy::SecretString::from(HSM_SIM_USER_PIN)),
+    );
+    Arc::new(Pkcs11Vault::open(config).unwrap())
+}

@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod backends;
 pub mod config;
+pub mod hardening;
 pub mod identity;
 pub mod policy;
 pub mod server;

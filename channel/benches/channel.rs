@@ -110,6 +110,28 @@ fn handshakes(c: &mut Criterion) {
         })
     });
 
+    // Throughput: 8 handshakes in flight at once on the same connection.
+    group.throughput(Throughput::Elements(8));
+    group.bench_function("software_static_keys_8_concurrent", |bench| {
+        bench.to_async(&rt).iter(|| async {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (a, a_id, route) = (a.clone(), a_id.clone(), route.clone());
+                set.spawn(async move {
+                    drop(
+                        a.create_secure_channel(&a_id, route, options())
+                            .await
+                            .unwrap(),
+                    );
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+
     let tokens: Vec<SoftHsm> = (0..2).map(|_| SoftHsm::new()).collect();
     let (a_id, b_id) = rt.block_on(async {
         let va: Arc<dyn Vault> = Arc::new(Pkcs11Vault::open(tokens[0].config()).unwrap());

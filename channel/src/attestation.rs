@@ -119,13 +119,22 @@ impl Attestation {
     /// Checks the signature, the expiry against `now`, and that the attested key is
     /// `noise_static`, the key the handshake authenticated. Returns the identity.
     pub fn verify(&self, noise_static: &PublicKey, now: SystemTime) -> Result<Identifier> {
+        self.verify_with(noise_static, now, None)
+    }
+
+    pub(crate) fn verify_with(
+        &self,
+        noise_static: &PublicKey,
+        now: SystemTime,
+        cache: Option<&signed::SignatureCache>,
+    ) -> Result<Identifier> {
         let id = self.identifier();
-        if !signed::verify(
-            &self.identity_key,
-            Kind::Attestation,
-            &self.body,
-            &self.signature,
-        ) {
+        let (key, body, sig) = (&self.identity_key, &self.body, &self.signature);
+        let valid = match cache {
+            Some(c) => c.verify(key, Kind::Attestation, body, sig),
+            None => signed::verify(key, Kind::Attestation, body, sig),
+        };
+        if !valid {
             return Err(Error::AttestationForged(id));
         }
         if signed::unix(now) >= self.expires {

@@ -134,6 +134,9 @@ pub struct ChannelOptions {
     transport: TransportConfig,
     mailbox_capacity: usize,
     max_pending_handshakes: usize,
+    /// Shared by clones (a listener's handshakes): a repeat peer's attestation and
+    /// credential signatures are not verified again (everything else is).
+    signatures: Arc<crate::signed::SignatureCache>,
 }
 
 impl Default for ChannelOptions {
@@ -146,6 +149,7 @@ impl Default for ChannelOptions {
             transport: TransportConfig::default(),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             max_pending_handshakes: 64,
+            signatures: Arc::default(),
         }
     }
 }
@@ -231,7 +235,8 @@ impl ChannelOptions {
         let mut attributes = BTreeMap::new();
         let mut authorities = BTreeSet::new();
         for c in credentials {
-            let attrs = c.verify(&self.trusted_authorities, peer, now)?;
+            let attrs =
+                c.verify_with(&self.trusted_authorities, peer, now, Some(&self.signatures))?;
             authorities.insert(c.issuer());
             for (k, v) in attrs {
                 if let Some(prev) = attributes.insert(k.clone(), v.clone()) {
@@ -265,7 +270,9 @@ impl ChannelOptions {
     fn verify_peer(&self, payload: &[u8], noise_static: &PublicKey) -> Result<PeerInfo> {
         let now = SystemTime::now();
         let p = IdentityPayload::from_bytes(payload)?;
-        let id = p.attestation.verify(noise_static, now)?;
+        let id = p
+            .attestation
+            .verify_with(noise_static, now, Some(&self.signatures))?;
         let info = self.verify_credentials(&id, &p.credentials, now)?;
         self.decide(&info)?;
         Ok(info)

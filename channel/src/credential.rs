@@ -178,16 +178,26 @@ impl Credential {
         peer: &Identifier,
         now: SystemTime,
     ) -> Result<&BTreeMap<String, String>> {
+        self.verify_with(trusted, peer, now, None)
+    }
+
+    pub(crate) fn verify_with(
+        &self,
+        trusted: &[Identifier],
+        peer: &Identifier,
+        now: SystemTime,
+        cache: Option<&signed::SignatureCache>,
+    ) -> Result<&BTreeMap<String, String>> {
         let issuer = self.issuer();
         if !trusted.contains(&issuer) {
             return Err(Error::UntrustedAuthority(issuer));
         }
-        if !signed::verify(
-            &self.issuer_key,
-            Kind::Credential,
-            &self.body,
-            &self.signature,
-        ) {
+        let (key, body, sig) = (&self.issuer_key, &self.body, &self.signature);
+        let valid = match cache {
+            Some(c) => c.verify(key, Kind::Credential, body, sig),
+            None => signed::verify(key, Kind::Credential, body, sig),
+        };
+        if !valid {
             return Err(Error::CredentialForged { issuer });
         }
         if signed::unix(now) >= self.expires {

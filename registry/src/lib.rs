@@ -3,8 +3,9 @@
 //! The key service's registry: named keys, their versions, state, owner, labels, expiry,
 //! backend and the backend's key reference.
 //!
-//! [`Registry`] is the interface the service uses; [`SqliteRegistry`] is the embedded default
-//! (a PostgreSQL implementation follows, on the same [`migrations`]).
+//! [`Registry`] is the interface the service uses; [`SqliteRegistry`] is the embedded default,
+//! and with the `postgres` feature `PostgresRegistry` lets several service nodes share one
+//! PostgreSQL database (same [`migrations`], same semantics).
 //!
 //! ## Crash-safe creation
 //! Creating or rotating a key is three steps, so that a crash at any point leaves nothing
@@ -72,6 +73,8 @@
 
 mod error;
 pub mod migrations;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 mod types;
 
@@ -79,6 +82,8 @@ mod types;
 pub mod testing;
 
 pub use crate::error::Error;
+#[cfg(feature = "postgres")]
+pub use crate::postgres::{DEFAULT_MAX_CONNECTIONS, PostgresRegistry};
 pub use crate::sqlite::SqliteRegistry;
 pub use crate::types::{
     KeyRecord, KeyState, MAX_NAME_LEN, NewKey, Pending, Timestamp, UnknownState, VersionRecord,

@@ -1,0 +1,834 @@
+//! The shared registry: one PostgreSQL database that several service nodes use at once.
+//!
+//! - Every write is one transaction (READ COMMITTED) that first locks the key's row
+//!   (`SELECT … FOR UPDATE`), so writes to one key from any number of nodes run one after
+//!   the other: `begin_rotate` reads `MAX(version)` under that lock and versions stay
+//!   gap-free. A create races on the primary key (`INSERT … ON CONFLICT DO NOTHING`, which
+//!   waits for a concurrent insert of the same name to commit or roll back). Each
+//!   transaction locks at most one key row, so writers cannot deadlock.
+//! - Reads of a whole record (`get`, `list`) run in one REPEATABLE READ, READ ONLY
+//!   transaction: the key and its versions come from the same snapshot.
+//! - The schema is [`migrations`](crate::migrations) rendered for [`Dialect::Postgres`],
+//!   applied in one transaction under a transaction-scoped advisory lock, so nodes starting
+//!   at once migrate exactly once.
+//! - A small pool of connections (each with its own task driving it); a connection that
+//!   broke is dropped and a new one made on the next call.
+//! - Names sort bytewise (`COLLATE "C"`), as in SQLite, whatever the database's collation.
+//! - The connection URL's password never appears in an error or in `Debug`.
+//!
+//! TLS to the server is not supported yet (`sslmode=prefer`, the default, falls back to a
+//! plain connection; `sslmode=require` fails): run the database on a trusted network or
+//! over a Unix socket (`host=/run/postgresql`).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
+
+use crate::Registry;
+use crate::error::Error;
+use crate::migrations::{CURRENT_VERSION, Dialect, MIGRATIONS, SCHEMA_VERSION_TABLE};
+use crate::types::{
+    KeyRecord, KeyState, NewKey, Pending, Timestamp, VersionRecord, VersionState, validate_name,
+};
+
+/// Connections a handle opens at most, unless [`PostgresRegistry::connect_with`] says.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
+
+/// How long a connection attempt waits, unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The key of the advisory lock migrations run under (`"kwregmig"` in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b77_7265_676d_6967;
+
+/// A [`Registry`] in a PostgreSQL database, shared by every node that connects to it.
+pub struct PostgresRegistry {
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for PostgresRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresRegistry")
+            .field("target", &self.pool.target)
+            .field("max_connections", &self.pool.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresRegistry {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or
+    /// libpq's `key=value` form) with up to [`DEFAULT_MAX_CONNECTIONS`] connections, and
+    /// brings its schema up to date.
+    ///
+    /// [`Error::SchemaTooNew`] if a newer keywarden migrated it; [`Error::Storage`] if the
+    /// URL is malformed or the server cannot be reached (the message never holds the
+    /// password).
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`PostgresRegistry::connect`] with at most `max_connections` connections (at least 1).
+    pub async fn connect_with(url: &str, max_connections: usize) -> Result<Self, Error> {
+        let mut config = Config::from_str(url).map_err(|e| {
+            // The parser's messages quote at most one character of the input; drop even that.
+            let _ = e;
+            Error::Storage("invalid PostgreSQL connection URL".to_owned())
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("keywarden");
+        }
+        let secret = config.get_password().map(<[u8]>::to_vec);
+        let pool = Arc::new(Pool {
+            target: describe_target(&config),
+            config,
+            secret,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(max_connections.max(1)),
+            max: max_connections.max(1),
+        });
+        let registry = Self { pool };
+        let mut conn = registry.pool.get().await?;
+        migrate(&registry.pool, conn.client()).await?;
+        drop(conn);
+        Ok(registry)
+    }
+}
+
+/// Connections not in use, and a limit on how many exist.
+struct Pool {
+    config: Config,
+    /// The password, to scrub from any message before it leaves this module.
+    secret: Option<Vec<u8>>,
+    /// `user@host:port/dbname`, for `Debug` and messages.
+    target: String,
+    idle: Mutex<Vec<Client>>,
+    permits: Semaphore,
+    max: usize,
+}
+
+/// A connection taken from the pool; back into it when dropped, unless it broke.
+struct Conn<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Conn<'_> {
+    fn client(&mut self) -> &mut Client {
+        // Invariant: `client` is `Some` from `Pool::get` until `drop`.
+        #[allow(clippy::expect_used)]
+        self.client
+            .as_mut()
+            .expect("a pooled connection until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !client.is_closed()
+        {
+            // A transaction dropped unfinished has already queued its ROLLBACK on this
+            // connection, ahead of whatever the next user sends.
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(client);
+        }
+    }
+}
+
+impl Pool {
+    async fn get(&self) -> Result<Conn<'_>, Error> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Storage(format!("registry connection pool: {e}")))?;
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            match idle {
+                Some(client) if client.is_closed() => continue,
+                Some(client) => {
+                    return Ok(Conn {
+                        pool: self,
+                        client: Some(client),
+                        _permit: permit,
+                    });
+                }
+                None => break,
+            }
+        }
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.error(&format!("connecting to {}", self.target), &e))?;
+        // The connection's task ends when the client is dropped or the server goes away;
+        // its error then shows up on the client's next call.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            pool: self,
+            client: Some(client),
+            _permit: permit,
+        })
+    }
+
+    /// A storage error describing `e` (with its causes), without the password.
+    fn error(&self, context: &str, e: &tokio_postgres::Error) -> Error {
+        Error::Storage(self.scrub(format!("{context}: {}", describe(e))))
+    }
+
+    fn scrub(&self, mut message: String) -> String {
+        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) {
+            let secret = String::from_utf8_lossy(secret);
+            message = message.replace(secret.as_ref(), "<password>");
+        }
+        message
+    }
+}
+
+/// `user@host:port/dbname`, never the password.
+fn describe_target(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_dbname().unwrap_or("?")
+    )
+}
+
+/// The error and its causes; for a server error its message, detail and SQLSTATE.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!(" ({detail})"));
+        }
+        s.push_str(&format!(" [SQLSTATE {}]", db.code().code()));
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
+}
+
+/// Applies every migration newer than the database's schema, in one transaction under an
+/// advisory lock, so concurrent first connects migrate once.
+async fn migrate(pool: &Pool, client: &mut Client) -> Result<(), Error> {
+    let err = |e: tokio_postgres::Error| pool.error("migrating the registry schema", &e);
+    let tx = client.transaction().await.map_err(err)?;
+    // Before anything else: two `CREATE TABLE IF NOT EXISTS` at once can both find the
+    // table absent, and one then fails.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    tx.batch_execute(SCHEMA_VERSION_TABLE).await.map_err(err)?;
+    tx.batch_execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+        .await
+        .map_err(err)?;
+    let found: Option<i32> = tx
+        .query_one("SELECT MAX(version) FROM schema_version", &[])
+        .await
+        .map_err(err)?
+        .get(0);
+    let found = u32::try_from(found.unwrap_or(0))
+        .map_err(|_| Error::Storage(format!("schema version {found:?} out of range")))?;
+    if found > CURRENT_VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    if found == CURRENT_VERSION {
+        return tx.commit().await.map_err(err);
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        tx.batch_execute(&m.sql(Dialect::Postgres))
+            .await
+            .map_err(|e| pool.error(&format!("migration {} ({})", m.version, m.description), &e))?;
+    }
+    let current = i32::try_from(CURRENT_VERSION)
+        .map_err(|_| Error::Storage("schema version out of range".to_owned()))?;
+    tx.execute("DELETE FROM schema_version", &[])
+        .await
+        .map_err(err)?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        &[&current],
+    )
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("corrupt registry row: {what}"))
+}
+
+const KEY_COLUMNS: &str =
+    "name, algorithm, backend, owner_uid, labels, state, created_at, expires_at";
+
+const VERSION_COLUMNS: &str =
+    "key_name, version, state, hsm_label, key_ref, public_key, created_at";
+
+/// A key row (selected as [`KEY_COLUMNS`]) without its versions.
+fn key_record(row: &Row) -> Result<KeyRecord, Error> {
+    let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a key row: {e}"));
+    let name: String = row.try_get(0).map_err(get)?;
+    let owner_uid: i64 = row.try_get(3).map_err(get)?;
+    let labels: String = row.try_get(4).map_err(get)?;
+    let state: String = row.try_get(5).map_err(get)?;
+    let labels: BTreeMap<String, String> =
+        serde_json::from_str(&labels).map_err(|e| corrupt(format!("labels of {name:?}: {e}")))?;
+    Ok(KeyRecord {
+        owner_uid: u32::try_from(owner_uid)
+            .map_err(|_| corrupt(format!("owner uid {owner_uid} of {name:?}")))?,
+        state: state
+            .parse()
+            .map_err(|e| corrupt(format!("state of {name:?}: {e}")))?,
+        algorithm: row.try_get(1).map_err(get)?,
+        backend: row.try_get(2).map_err(get)?,
+        labels,
+        created_at: row.try_get(6).map_err(get)?,
+        expires_at: row.try_get(7).map_err(get)?,
+        versions: Vec::new(),
+        name,
+    })
+}
+
+/// A version row (selected as [`VERSION_COLUMNS`]) and the name of its key.
+fn version_record(row: &Row) -> Result<(String, VersionRecord), Error> {
+    let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a version row: {e}"));
+    let name: String = row.try_get(0).map_err(get)?;
+    let version: i64 = row.try_get(1).map_err(get)?;
+    let state: String = row.try_get(2).map_err(get)?;
+    let record = VersionRecord {
+        version: u32::try_from(version)
+            .map_err(|_| corrupt(format!("version {version} of {name:?}")))?,
+        state: state
+            .parse()
+            .map_err(|e| corrupt(format!("version {version} of {name:?}: {e}")))?,
+        hsm_label: row.try_get(3).map_err(get)?,
+        key_ref: row.try_get(4).map_err(get)?,
+        public_key: row.try_get(5).map_err(get)?,
+        created_at: row.try_get(6).map_err(get)?,
+    };
+    Ok((name, record))
+}
+
+fn pending_of(record: &KeyRecord, version: u32, hsm_label: String) -> Pending {
+    Pending {
+        name: record.name.clone(),
+        version,
+        hsm_label,
+        backend: record.backend.clone(),
+        algorithm: record.algorithm.clone(),
+    }
+}
+
+/// Runs the statements of one registry operation on a pooled connection.
+struct Op<'a> {
+    pool: &'a Pool,
+    what: &'static str,
+}
+
+impl Op<'_> {
+    fn err(&self, e: tokio_postgres::Error) -> Error {
+        self.pool.error(self.what, &e)
+    }
+
+    /// The key row, locked against every other writer of this key until the transaction
+    /// ends (`lock`), or as the snapshot sees it.
+    async fn key_row(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        lock: bool,
+    ) -> Result<Option<KeyRecord>, Error> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE name = $1{}",
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        let row = tx
+            .query_opt(&sql, &[&name])
+            .await
+            .map_err(|e| self.err(e))?;
+        row.as_ref().map(key_record).transpose()
+    }
+
+    async fn versions_of(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+    ) -> Result<Vec<VersionRecord>, Error> {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_name = $1
+                     ORDER BY version"
+                ),
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| version_record(r).map(|(_, v)| v))
+            .collect()
+    }
+
+    /// The whole record ([`Error::NotFound`] if absent), its key row locked if `lock`.
+    async fn load(&self, tx: &Transaction<'_>, name: &str, lock: bool) -> Result<KeyRecord, Error> {
+        let mut record = self
+            .key_row(tx, name, lock)
+            .await?
+            .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+        record.versions = self.versions_of(tx, name).await?;
+        Ok(record)
+    }
+}
+
+impl PostgresRegistry {
+    fn op(&self, what: &'static str) -> Op<'_> {
+        Op {
+            pool: &self.pool,
+            what,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Registry for PostgresRegistry {
+    async fn begin_create(&self, new: NewKey) -> Result<Pending, Error> {
+        validate_name(&new.name)?;
+        let labels = serde_json::to_string(&new.labels)
+            .map_err(|e| Error::Storage(format!("labels: {e}")))?;
+        let op = self.op("begin_create");
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        // Waits for a concurrent insert of the same name to commit (then conflicts) or roll
+        // back (then inserts).
+        let inserted = tx
+            .execute(
+                "INSERT INTO keys
+                   (name, algorithm, backend, owner_uid, labels, state, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (name) DO NOTHING",
+                &[
+                    &new.name,
+                    &new.algorithm,
+                    &new.backend,
+                    &i64::from(new.owner_uid),
+                    &labels,
+                    &KeyState::Enabled.as_str(),
+                    &new.now,
+                    &new.expires_at,
+                ],
+            )
+            .await
+            .map_err(|e| op.err(e))?;
+        if inserted == 0 {
+            return Err(Error::AlreadyExists(new.name));
+        }
+        tx.execute(
+            "INSERT INTO key_versions (key_name, version, state, hsm_label, created_at)
+             VALUES ($1, 1, $2, $3, $4)",
+            &[
+                &new.name,
+                &VersionState::Pending.as_str(),
+                &new.hsm_label,
+                &new.now,
+            ],
+        )
+        .await
+        .map_err(|e| op.err(e))?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        Ok(Pending {
+            name: new.name,
+            version: 1,
+            hsm_label: new.hsm_label,
+            backend: new.backend,
+            algorithm: new.algorithm,
+        })
+    }
+
+    async fn begin_rotate(
+        &self,
+        name: &str,
+        hsm_label: String,
+        now: Timestamp,
+    ) -> Result<Pending, Error> {
+        validate_name(name)?;
+        let op = self.op("begin_rotate");
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        // The row lock makes concurrent rotations of this key, from any node, take turns:
+        // each reads the MAX that the one before committed.
+        let key = op
+            .key_row(&tx, name, true)
+            .await?
+            .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+        if key.state != KeyState::Enabled {
+            return Err(Error::WrongState {
+                name: name.to_owned(),
+                state: key.state,
+                action: "rotate",
+                needs: "enabled",
+            });
+        }
+        let max: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM key_versions WHERE key_name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| op.err(e))?
+            .get(0);
+        let next = u32::try_from(max + 1)
+            .map_err(|_| Error::Storage(format!("key {name:?} has run out of versions")))?;
+        tx.execute(
+            "INSERT INTO key_versions (key_name, version, state, hsm_label, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &name,
+                &i64::from(next),
+                &VersionState::Pending.as_str(),
+                &hsm_label,
+                &now,
+            ],
+        )
+        .await
+        .map_err(|e| op.err(e))?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        Ok(pending_of(&key, next, hsm_label))
+    }
+
+    async fn complete(
+        &self,
+        name: &str,
+        version: u32,
+        key_ref: &[u8],
+        public_key: &[u8],
+    ) -> Result<KeyRecord, Error> {
+        validate_name(name)?;
+        let op = self.op("complete");
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        let before = op.load(&tx, name, true).await?;
+        let Some(v) = before.version(version) else {
+            return Err(Error::NoSuchVersion {
+                name: name.to_owned(),
+                version,
+            });
+        };
+        match v.state {
+            VersionState::Pending => {
+                tx.execute(
+                    "UPDATE key_versions SET state = $1, key_ref = $2, public_key = $3
+                     WHERE key_name = $4 AND version = $5",
+                    &[
+                        &VersionState::Ready.as_str(),
+                        &key_ref,
+                        &public_key,
+                        &name,
+                        &i64::from(version),
+                    ],
+                )
+                .await
+                .map_err(|e| op.err(e))?;
+            }
+            // A retry of a completion whose answer was lost.
+            VersionState::Ready
+                if v.key_ref.as_deref() == Some(key_ref)
+                    && v.public_key.as_deref() == Some(public_key) =>
+            {
+                return Ok(before);
+            }
+            state => {
+                return Err(Error::VersionWrongState {
+                    name: name.to_owned(),
+                    version,
+                    state,
+                    action: "complete",
+                    needs: "pending",
+                });
+            }
+        }
+        let after = op.load(&tx, name, false).await?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        Ok(after)
+    }
+
+    async fn abort(&self, name: &str, version: u32) -> Result<(), Error> {
+        validate_name(name)?;
+        let op = self.op("abort");
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        let record = op.load(&tx, name, true).await?;
+        let Some(v) = record.version(version) else {
+            return Err(Error::NoSuchVersion {
+                name: name.to_owned(),
+                version,
+            });
+        };
+        if v.state != VersionState::Pending {
+            return Err(Error::VersionWrongState {
+                name: name.to_owned(),
+                version,
+                state: v.state,
+                action: "abort",
+                needs: "pending",
+            });
+        }
+        let max = record.versions.iter().map(|v| v.version).max();
+        let version_param = i64::from(version);
+        if record.versions.len() == 1 {
+            // Version 1 of a key that never got an HSM key: the key goes too.
+            tx.execute("DELETE FROM key_versions WHERE key_name = $1", &[&name])
+                .await
+                .map_err(|e| op.err(e))?;
+            tx.execute("DELETE FROM keys WHERE name = $1", &[&name])
+                .await
+                .map_err(|e| op.err(e))?;
+        } else if max == Some(version) {
+            tx.execute(
+                "DELETE FROM key_versions WHERE key_name = $1 AND version = $2",
+                &[&name, &version_param],
+            )
+            .await
+            .map_err(|e| op.err(e))?;
+        } else {
+            // Newer versions exist: keep the number, so the sequence stays gap-free.
+            tx.execute(
+                "UPDATE key_versions SET state = $1 WHERE key_name = $2 AND version = $3",
+                &[&VersionState::Destroyed.as_str(), &name, &version_param],
+            )
+            .await
+            .map_err(|e| op.err(e))?;
+        }
+        tx.commit().await.map_err(|e| op.err(e))
+    }
+
+    async fn pending(&self) -> Result<Vec<Pending>, Error> {
+        let op = self.op("pending");
+        let mut conn = self.pool.get().await?;
+        let rows = conn
+            .client()
+            .query(
+                "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm
+                 FROM key_versions v JOIN keys k ON k.name = v.key_name
+                 WHERE v.state = $1
+                 ORDER BY v.key_name COLLATE \"C\", v.version",
+                &[&VersionState::Pending.as_str()],
+            )
+            .await
+            .map_err(|e| op.err(e))?;
+        let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a pending row: {e}"));
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get(0).map_err(get)?;
+            let version: i64 = row.try_get(1).map_err(get)?;
+            out.push(Pending {
+                version: u32::try_from(version)
+                    .map_err(|_| corrupt(format!("version {version} of {name:?}")))?,
+                name,
+                hsm_label: row.try_get(2).map_err(get)?,
+                backend: row.try_get(3).map_err(get)?,
+                algorithm: row.try_get(4).map_err(get)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, name: &str) -> Result<KeyRecord, Error> {
+        validate_name(name)?;
+        let op = self.op("get");
+        let mut conn = self.pool.get().await?;
+        // One snapshot for the key and its versions.
+        let tx = conn
+            .client()
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| op.err(e))?;
+        let record = op.load(&tx, name, false).await?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        Ok(record)
+    }
+
+    async fn list(&self) -> Result<Vec<KeyRecord>, Error> {
+        let op = self.op("list");
+        let mut conn = self.pool.get().await?;
+        let tx = conn
+            .client()
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| op.err(e))?;
+        let key_rows = tx
+            .query(&format!("SELECT {KEY_COLUMNS} FROM keys"), &[])
+            .await
+            .map_err(|e| op.err(e))?;
+        let version_rows = tx
+            .query(
+                &format!("SELECT {VERSION_COLUMNS} FROM key_versions ORDER BY version"),
+                &[],
+            )
+            .await
+            .map_err(|e| op.err(e))?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        let mut by_name: BTreeMap<String, Vec<VersionRecord>> = BTreeMap::new();
+        for row in &version_rows {
+            let (name, v) = version_record(row)?;
+            by_name.entry(name).or_default().push(v);
+        }
+        let mut keys = key_rows
+            .iter()
+            .map(key_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        for key in &mut keys {
+            key.versions = by_name.remove(&key.name).unwrap_or_default();
+        }
+        // Bytewise, whatever the database's collation.
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(keys)
+    }
+
+    async fn set_state(&self, name: &str, state: KeyState) -> Result<KeyRecord, Error> {
+        validate_name(name)?;
+        let op = self.op("set_state");
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        let before = op.load(&tx, name, true).await?;
+        let (action, needs) = match state {
+            KeyState::Enabled => ("enable", "disabled"),
+            KeyState::Disabled => ("disable", "enabled"),
+            KeyState::Destroyed => {
+                return Err(Error::WrongState {
+                    name: name.to_owned(),
+                    state: before.state,
+                    action: "set_state(destroyed)",
+                    needs: "disabled and then destroy(), not set_state",
+                });
+            }
+        };
+        if before.state == KeyState::Destroyed {
+            return Err(Error::WrongState {
+                name: name.to_owned(),
+                state: before.state,
+                action,
+                needs,
+            });
+        }
+        if before.state == state {
+            return Ok(before);
+        }
+        tx.execute(
+            "UPDATE keys SET state = $1 WHERE name = $2",
+            &[&state.as_str(), &name],
+        )
+        .await
+        .map_err(|e| op.err(e))?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        Ok(KeyRecord { state, ..before })
+    }
+
+    async fn destroy(&self, name: &str) -> Result<KeyRecord, Error> {
+        validate_name(name)?;
+        let op = self.op("destroy");
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        let before = op.load(&tx, name, true).await?;
+        if before.state != KeyState::Disabled {
+            return Err(Error::WrongState {
+                name: name.to_owned(),
+                state: before.state,
+                action: "destroy",
+                needs: "disabled",
+            });
+        }
+        tx.execute(
+            "UPDATE keys SET state = $1 WHERE name = $2",
+            &[&KeyState::Destroyed.as_str(), &name],
+        )
+        .await
+        .map_err(|e| op.err(e))?;
+        tx.execute(
+            "UPDATE key_versions SET state = $1 WHERE key_name = $2",
+            &[&VersionState::Destroyed.as_str(), &name],
+        )
+        .await
+        .map_err(|e| op.err(e))?;
+        tx.commit().await.map_err(|e| op.err(e))?;
+        Ok(before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_connect_never_shows_the_password() {
+        for url in [
+            "postgres://u:SECRETPW@127.0.0.1:1/db",
+            "host=127.0.0.1 port=1 user=u password=SECRETPW dbname=db",
+            // Malformed: the parser must not echo it either.
+            "postgres://u:SECRETPW@127.0.0.1:notaport/db",
+            "postgres://u:SECRETPW@127.0.0.1:1/db?bogus_option=SECRETPW",
+        ] {
+            let err = PostgresRegistry::connect(url).await.unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(matches!(err, Error::Storage(_)), "{shown}");
+            assert!(!shown.contains("SECRETPW"), "{url}: {shown}");
+        }
+        let err = PostgresRegistry::connect("postgres://u:SECRETPW@127.0.0.1:1/db")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("u@127.0.0.1:1/db"), "{err}");
+    }
+
+    #[test]
+    fn scrub_removes_the_password_anywhere() {
+        let pool = Pool {
+            config: Config::new(),
+            secret: Some(b"hunter2".to_vec()),
+            target: String::new(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(1),
+            max: 1,
+        };
+        assert_eq!(
+            pool.scrub("bad hunter2 and hunter2".to_owned()),
+            "bad <password> and <password>"
+        );
+    }
+}

@@ -1,5 +1,8 @@
 //! `keywarden`: the key service and its command-line client.
 
+// A command-line tool: printing results on stdout is its job.
+#![allow(clippy::print_stdout)]
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

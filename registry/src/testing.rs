@@ -27,6 +27,9 @@ use std::sync::Arc;
 
 use crate::{Error, KeyState, NewKey, Registry, VersionState};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 /// Opens another handle on the same store, as a second process would.
 pub type Reopen =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Registry>> + Send>> + Send + Sync>;

@@ -297,9 +297,9 @@ impl Policy {
                 .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
         )
         .map_err(|e| e.to_string())?;
-        // Entities and request are built here in the schema's exact shape, and the policies were
-        // validated against it at load, so nothing is re-validated per request.
-        let entities = Entities::from_entities([caller_entity, key_entity], None)
+        // The schema supplies the action hierarchy ("Sign" in "use"…), so entities are built
+        // with it; it also checks the entities' shape.
+        let entities = Entities::from_entities([caller_entity, key_entity], Some(&self.schema))
             .map_err(|e| e.to_string())?;
         let context = Context::from_pairs([("service_uid".to_string(), long(self.service_uid))])
             .map_err(|e| e.to_string())?;

@@ -448,6 +448,19 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_keys() {
+        let keys = || TransportKeys {
+            send: Zeroizing::new([0xab; 32]),
+            recv: Zeroizing::new([0xcd; 32]),
+        };
+        let (s, o) = split(keys(), small());
+        let shown = format!("{s:?} {o:?} {s:#?} {o:#?} {:?}", keys());
+        for needle in ["abab", "cdcd", "171, 171", "205, 205"] {
+            assert!(!shown.contains(needle), "{shown}");
+        }
+    }
+
+    #[test]
     fn sizes_are_bounded() {
         let (mut s, mut o) = pair(small());
         let max = small().max_plaintext_len();

@@ -93,3 +93,75 @@ async fn an_unreachable_service_is_a_clear_error() {
         "cannot reach the keywarden service at /nonexistent/keywarden.sock: No such file or directory (os error 2)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_peer_keys_and_oversized_messages_are_refused_over_the_api() {
+    let service = tokio::task::spawn_blocking(common::Service::start)
+        .await
+        .unwrap();
+    let mut rpc = Client::connect(&service.socket).await.unwrap().rpc();
+    rpc.create_key(pb::CreateKeyRequest {
+        name: "dh".into(),
+        algorithm: "ecdh-p256".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Off the curve: the generator with its last byte changed.
+    let mut bad = hex::decode("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5").unwrap();
+    bad[64] ^= 1;
+    for (peer, why) in [
+        (bad, "not on the curve"),
+        (vec![0x04; 10], "got 10 bytes"),
+        (
+            vec![0x30, 0x03, 0x01, 0x01, 0x00],
+            "not a DER SubjectPublicKeyInfo",
+        ),
+    ] {
+        let e = rpc
+            .agree(pb::AgreeRequest {
+                name: "dh".into(),
+                peer_public_key: peer,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(why), "{}", e.message());
+    }
+    rpc.create_key(pb::CreateKeyRequest {
+        name: "s".into(),
+        algorithm: "ecdsa-p256".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let e = rpc
+        .sign(pb::SignRequest {
+            name: "s".into(),
+            message: vec![1; keywarden_vault::MAX_MESSAGE_LEN + 1],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("limit is 1048576 bytes"),
+        "{}",
+        e.message()
+    );
+    // A request far beyond the decoder's limit (2 MiB + 64 KiB) is refused by the transport,
+    // and the service lives on.
+    let far = rpc
+        .sign(pb::SignRequest {
+            name: "s".into(),
+            message: vec![1; 3 * 1024 * 1024],
+        })
+        .await;
+    assert!(far.is_err());
+    // Still serving.
+    rpc.sign(pb::SignRequest {
+        name: "s".into(),
+        message: b"ok".to_vec(),
+    })
+    .await
+    .unwrap();
+}

@@ -341,3 +341,26 @@ pub async fn harness() -> Harness {
         }
     })
 }
+
+/// Runs `sql` (one or more statements) on the database at `url` and returns every row of
+/// every result, each column as text (`None` for NULL).
+pub async fn sql(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    let task = tokio::spawn(connection);
+    let messages = client.simple_query(sql).await.expect(sql);
+    drop(client);
+    let _ = task.await;
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}

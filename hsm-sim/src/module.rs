@@ -1,6 +1,6 @@
 //! The whole library state behind the C ABI, as safe Rust: slots with their tokens, sessions,
 //! and one method per PKCS#11 function. Locks are taken in one order: a session's state, then
-//! a token; the session table is never held while a token lock is taken.
+//! a token, then the session table (never a token lock while the session table is held).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,7 +277,11 @@ impl Module {
             .collect())
     }
 
+    /// Drops every session of a slot and logs the user out (device removal, `C_CloseAllSessions`).
+    /// As in [`Module::close_session_inner`], the token lock is held throughout, so that a
+    /// session opened meanwhile is either dropped with the others or opened after the logout.
     fn drop_sessions(&self, slot: usize) -> Result<()> {
+        let mut t = write(self.token(slot))?;
         let gone: Vec<CK_SESSION_HANDLE> = {
             let mut m = write(&self.sessions)?;
             let hs: Vec<_> = m
@@ -290,7 +294,6 @@ impl Module {
             }
             hs
         };
-        let mut t = write(self.token(slot))?;
         for h in gone {
             t.drop_session_objects(h);
         }
@@ -423,12 +426,23 @@ impl Module {
         Ok(h)
     }
 
+    /// Removes a session; the user is logged out if it was the slot's last one.
+    ///
+    /// The token lock is taken first and held while the session leaves the table: deciding
+    /// "last session" and logging out must be one step, or a session opened and logged in on
+    /// another thread in between would be logged out under its feet (`open_session` inserts
+    /// under the token lock, so it cannot slip in).
     fn close_session_inner(&self, h: CK_SESSION_HANDLE) -> Result<()> {
-        let s = write(&self.sessions)?
-            .remove(&h)
-            .ok_or(Error::SessionHandleInvalid)?;
-        let last = self.sessions_on(s.slot)?.is_empty();
-        let mut t = write(self.token(s.slot))?;
+        let Some(slot) = read(&self.sessions)?.get(&h).map(|s| s.slot) else {
+            return Err(Error::SessionHandleInvalid);
+        };
+        let mut t = write(self.token(slot))?;
+        let last = {
+            let mut m = write(&self.sessions)?;
+            // Another thread may have closed it since it was looked up.
+            m.remove(&h).ok_or(Error::SessionHandleInvalid)?;
+            !m.values().any(|o| o.slot == slot)
+        };
         t.drop_session_objects(h);
         if last {
             t.logout();
@@ -490,7 +504,14 @@ impl Module {
                 return Err(Error::SessionReadOnlyExists);
             }
         }
-        write(self.token(s.slot))?.login(role, pin)
+        let mut t = write(self.token(s.slot))?;
+        // Sessions leave the table under the token lock (see `close_session_inner`): if this one
+        // was dropped while the call ran, its logout has happened and must not be undone by a
+        // login that outlives the session.
+        if !read(&self.sessions)?.contains_key(&h) {
+            return Err(Error::SessionHandleInvalid);
+        }
+        t.login(role, pin)
     }
 
     /// `C_Logout`. Signing operations in progress end with it: their keys are private objects,
@@ -692,7 +713,11 @@ impl Module {
         match self.add(&mut t, h, privo) {
             Ok(kh) => Ok((ph, kh)),
             Err(e) => {
+                // No half pair stays in the token: the public half leaves memory in any case,
+                // and its file too unless the storage fails again (then it is what a crash
+                // between the two writes leaves, see the README).
                 let _ = t.remove(ph);
+                t.objects.remove(&ph);
                 Err(e)
             }
         }
@@ -1034,6 +1059,14 @@ mod tests {
         m
     }
 
+    /// Sets the flag when dropped, also when the owning thread panics.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn p256(m: &Module, h: CK_SESSION_HANDLE) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
         let pub_t = vec![Attr::bytes(CKA_EC_PARAMS, crypto::P256_PARAMS_OID)];
         m.generate_key_pair(h, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &pub_t, &[])
@@ -1231,6 +1264,137 @@ mod tests {
         assert_eq!(m.token_info(5).unwrap().sessions, 0);
         m.close_all_sessions(9).unwrap();
         assert_eq!(m.session_info(s), Err(Error::SessionHandleInvalid));
+    }
+
+    #[test]
+    fn closing_the_last_session_never_logs_out_a_session_opened_meanwhile() {
+        // Closing a session (C_CloseSession, or the token dropping it under the
+        // session-invalidation fault) logs the user out if it was the last one. Whether it was
+        // the last must be decided atomically with the logout: a session opened and logged in
+        // on another thread in between must stay logged in.
+        let m = ready();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let (m, done) = (&m, &done);
+            sc.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let a = m.open_session(0, RW).unwrap();
+                    m.close_session(a).unwrap();
+                }
+            });
+            sc.spawn(move || {
+                let _stop = StopOnDrop(done);
+                for i in 0..2000 {
+                    let b = m.open_session(0, RW).unwrap();
+                    match m.login(b, CKU_USER, &pin(b"user-1")) {
+                        Ok(()) | Err(Error::UserAlreadyLoggedIn) => {}
+                        Err(e) => panic!("login {i}: {e}"),
+                    }
+                    for _ in 0..20 {
+                        assert_eq!(
+                            m.session_info(b).unwrap().state,
+                            CKS_RW_USER_FUNCTIONS,
+                            "iteration {i}: logged out under an open session"
+                        );
+                    }
+                    m.close_session(b).unwrap();
+                }
+            });
+        });
+    }
+
+    #[test]
+    fn dropping_every_session_never_leaves_one_open_but_logged_out() {
+        // Device removal and C_CloseAllSessions drop the slot's sessions and log out. A session
+        // opened meanwhile on another thread is either dropped with them or opened after the
+        // logout (and may log in): never kept open under a logout meant for the others.
+        let m = ready();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let (m, done) = (&m, &done);
+            sc.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    m.close_all_sessions(0).unwrap();
+                }
+            });
+            sc.spawn(move || {
+                let _stop = StopOnDrop(done);
+                for i in 0..5000 {
+                    let b = m.open_session(0, RW).unwrap();
+                    match m.login(b, CKU_USER, &pin(b"user-1")) {
+                        Ok(()) | Err(Error::UserAlreadyLoggedIn) => {}
+                        Err(Error::SessionHandleInvalid) => continue,
+                        Err(e) => panic!("login {i}: {e}"),
+                    }
+                    // A call may still see its session's state from after the drop (it looked
+                    // the session up just before); once logged out, the session must be gone.
+                    match m.session_info(b).map(|info| info.state) {
+                        Ok(CKS_RW_USER_FUNCTIONS) | Err(Error::SessionHandleInvalid) => {}
+                        Ok(_) => assert_eq!(
+                            m.session_info(b),
+                            Err(Error::SessionHandleInvalid),
+                            "iteration {i}: logged out under an open session"
+                        ),
+                        Err(e) => panic!("iteration {i}: {e}"),
+                    }
+                    let _ = m.close_session(b);
+                }
+            });
+        });
+    }
+
+    #[test]
+    fn lost_token_storage_fails_generation_cleanly_and_the_token_recovers() {
+        // What a consumer sees when the token directory disappears under a running module (a
+        // test that deleted the directory of a module it kept initialised): CKR_DEVICE_ERROR,
+        // no half-made key pair, the session and login intact, and generation works again once
+        // the storage is back.
+        let dir = tempfile::tempdir().unwrap();
+        let token_dir = dir.path().join("token");
+        let m = Module::new(&Config {
+            slots: vec![crate::config::SlotConfig {
+                token_dir: Some(token_dir.clone()),
+                kdf: Some(CHEAP),
+                ..Default::default()
+            }],
+        })
+        .unwrap();
+        m.init_token(0, &pin(b"so-pin-1"), &[b' '; 32]).unwrap();
+        let h = m.open_session(0, RW).unwrap();
+        m.login(h, CKU_SO, &pin(b"so-pin-1")).unwrap();
+        m.init_pin(h, &pin(b"user-1")).unwrap();
+        m.logout(h).unwrap();
+        m.login(h, CKU_USER, &pin(b"user-1")).unwrap();
+        let t = vec![
+            Attr::bytes(CKA_EC_PARAMS, crypto::P256_PARAMS_OID),
+            Attr::bool(CKA_TOKEN, true),
+        ];
+        let k = vec![Attr::bool(CKA_TOKEN, true)];
+        let gen_mech = Mechanism::new(CKM_EC_KEY_PAIR_GEN);
+
+        std::fs::remove_dir_all(&token_dir).unwrap();
+        assert_eq!(
+            m.generate_key_pair(h, &gen_mech, &t, &k),
+            Err(Error::DeviceError("token storage I/O"))
+        );
+        m.find_init(h, &[]).unwrap();
+        assert!(m.find(h, 10).unwrap().is_empty(), "half a key pair left");
+        m.find_final(h).unwrap();
+        assert_eq!(m.session_info(h).unwrap().state, CKS_RW_USER_FUNCTIONS);
+
+        std::fs::create_dir_all(token_dir.join("objects")).unwrap();
+        let (p, key) = m.generate_key_pair(h, &gen_mech, &t, &k).unwrap();
+        m.find_init(h, &[]).unwrap();
+        let mut found = m.find(h, 10).unwrap();
+        found.sort_unstable();
+        assert_eq!(found, [p, key]);
+        m.find_final(h).unwrap();
+        assert_eq!(
+            std::fs::read_dir(token_dir.join("objects"))
+                .unwrap()
+                .count(),
+            2
+        );
     }
 
     #[test]

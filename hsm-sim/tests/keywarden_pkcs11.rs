@@ -146,6 +146,68 @@ async fn long_signing_run_survives_session_invalidation() {
     }
 }
 
+/// Generates keys while sessions die every `every` calls, so some die between C_GenerateKeyPair
+/// and the reads that follow it. The adapter retries only the part that did not happen: every key
+/// generated is listed exactly once and usable.
+///
+/// 14 is the floor: a sign on a fresh session (open, login, key lookup, attribute reads, sign
+/// init, sign) takes more calls than a shorter-lived session has, so with 13 or fewer even the
+/// adapter's one retry on a fresh session cannot succeed (measured: 13 and below fail with
+/// `CKR_SESSION_HANDLE_INVALID`, as they should). 14 to 18 all pass.
+///
+/// One value per test, hence per process: keywarden-pkcs11 keeps one initialized context per
+/// module for the whole process (`C_Initialize` runs once), and hsm-sim reads its configuration
+/// at `C_Initialize`. A second `Token` in the same process would not reconfigure the module: it
+/// would keep the first token's faults and directory, which is deleted when that `Token` drops
+/// (every write then fails with `CKR_DEVICE_ERROR`, "token storage I/O").
+async fn key_generation_under_session_loss(every: u64) {
+    let faults = FaultConfig {
+        session_invalidate_after_ops: Some(every),
+        ..Default::default()
+    };
+    let token = Token::new(Some(faults));
+    let vault = Pkcs11Vault::open(token.config()).unwrap();
+    let mut made = Vec::new();
+    for i in 0..6 {
+        let key = vault
+            .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, format!("g{i}")).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("every {every}: generate {i}: {e}"));
+        made.push(key);
+    }
+    // A duplicated CKA_ID would make describe fail with DUPLICATE_ID. (Listing many keys takes
+    // more calls than a session lives here, so each key is described on its own.)
+    for key in &made {
+        assert_eq!(
+            &vault.describe(&key.key_ref).await.unwrap(),
+            key,
+            "every {every}"
+        );
+        let sig = vault.sign(&key.key_ref, b"m").await.unwrap();
+        assert!(
+            independent_verify(&key.public_key, b"m", &sig),
+            "every {every}"
+        );
+    }
+}
+
+macro_rules! key_generation_under_session_loss_tests {
+    ($($name:ident: $every:expr,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            key_generation_under_session_loss($every).await;
+        }
+    )*};
+}
+
+key_generation_under_session_loss_tests! {
+    key_generation_under_frequent_session_loss_never_duplicates_an_id_every_14: 14,
+    key_generation_under_frequent_session_loss_never_duplicates_an_id_every_15: 15,
+    key_generation_under_frequent_session_loss_never_duplicates_an_id_every_16: 16,
+    key_generation_under_frequent_session_loss_never_duplicates_an_id_every_17: 17,
+    key_generation_under_frequent_session_loss_never_duplicates_an_id_every_18: 18,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_removal_window_gives_device_unavailable_then_recovers() {
     // The window's clock starts at C_Initialize, i.e. when the vault opens.

@@ -5,7 +5,9 @@
 //! on a free loopback port with its socket in that directory, password authentication
 //! (SCRAM) for a superuser `keywarden`. Each [`Cluster::create_database`] is a fresh
 //! database. The cluster stops (`pg_ctl stop -m fast`) and its directory goes when the last
-//! handle is dropped.
+//! handle is dropped; should the test process die without dropping it (a SIGKILL, a hung test
+//! killed by the runner), a watchdog shell stops the cluster and removes its directory within
+//! a second or two.
 //!
 //! The collation of the databases is ICU's `en` (not bytewise), so code that relies on the
 //! database's sort order shows up.
@@ -41,8 +43,18 @@ pub struct Cluster {
     password: String,
     run_as_postgres: bool,
     server: Mutex<Option<Child>>,
+    watchdog: Mutex<Option<Child>>,
     next_db: AtomicU32,
 }
+
+/// Waits for the test process (`$1`) to end, then stops the cluster (data directory `$2`,
+/// with the `pg_ctl` command line after `$3`) and removes its directory (`$3`).
+const WATCHDOG: &str = r#"pid=$1 data=$2 dir=$3
+shift 3
+while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+"$@" stop -D "$data" -m immediate -w >/dev/null 2>&1
+rm -rf "$dir"
+"#;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,6 +109,7 @@ impl Cluster {
             password,
             run_as_postgres,
             server: Mutex::new(None),
+            watchdog: Mutex::new(None),
             next_db: AtomicU32::new(0),
         };
         let out = cluster
@@ -134,6 +147,11 @@ impl Cluster {
                         .server
                         .get_mut()
                         .unwrap_or_else(PoisonError::into_inner) = Some(child);
+                    let watchdog = cluster.watchdog();
+                    *cluster
+                        .watchdog
+                        .get_mut()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(watchdog);
                     return cluster;
                 }
                 Err(log) if attempt < 5 && log.contains("could not") => continue,
@@ -196,6 +214,26 @@ impl Cluster {
         }
     }
 
+    /// A shell that stops the cluster once this process is gone, however it went.
+    fn watchdog(&self) -> Child {
+        let pg_ctl = self.command("pg_ctl");
+        Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("kw-pg-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(self.dir.path().join("data"))
+            .arg(self.dir.path())
+            .arg(pg_ctl.get_program())
+            .args(pg_ctl.get_args())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the cluster's watchdog")
+    }
+
     /// A PostgreSQL binary, run as `postgres` if we are root.
     fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
@@ -256,6 +294,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(mut watchdog) = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(mut child) = server.take() else {
             return;

@@ -289,8 +289,10 @@ impl Node {
             .next()
             .ok_or_else(|| Error::NoRoute("(empty route)".into()))?;
         let tx = self.resolve(next)?;
-        let name = next.to_string();
-        tx.send(message).await.map_err(|_| Error::NoRoute(name))
+        let next = next.clone();
+        tx.send(message)
+            .await
+            .map_err(|_| Error::NoRoute(next.to_string()))
     }
 
     /// Sets the wire tap (see [`WireTap`]).

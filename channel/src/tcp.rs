@@ -93,6 +93,7 @@ async fn write_loop(node: Node, mut mailbox: Mailbox, mut w: OwnedWriteHalf) {
 async fn read_loop(node: Node, address: Address, r: OwnedReadHalf) {
     let mut r = BufReader::with_capacity(WRITE_BATCH, r);
     let mut decoder = MessageDecoder::default();
+    let mut cached: Option<(Address, tokio::sync::mpsc::Sender<crate::node::Message>)> = None;
     while let Ok(len) = r.read_u32().await {
         let len = len as usize;
         if len > MAX_WIRE_FRAME_LEN {
@@ -116,8 +117,26 @@ async fn read_loop(node: Node, address: Address, r: OwnedReadHalf) {
             continue;
         }
         msg.return_route.push_front(address.clone());
-        if let Err(e) = node.send(msg).await {
-            tracing::debug!("tcp {address}: {e}");
+        // Most frames on a connection go to the same worker: keep its mailbox.
+        let Some(next) = msg.onward.next().cloned() else {
+            continue;
+        };
+        let tx = match &cached {
+            Some((a, tx)) if *a == next && !tx.is_closed() => tx.clone(),
+            _ => match node.resolve(&next) {
+                Ok(tx) => {
+                    cached = Some((next.clone(), tx.clone()));
+                    tx
+                }
+                Err(e) => {
+                    tracing::debug!("tcp {address}: {e}");
+                    continue;
+                }
+            },
+        };
+        if tx.send(msg).await.is_err() {
+            tracing::debug!("tcp {address}: {next} is gone");
+            cached = None;
         }
     }
     // The peer is gone: free the address so routes through it fail fast.

@@ -339,7 +339,7 @@ async fn a_listener_that_stalls_times_the_initiator_out() {
 async fn an_initiator_that_stalls_times_the_listener_out() {
     let node = Node::new();
     let bob = identity_in(software_vault(), "bob").await;
-    let t = Duration::from_millis(300);
+    let t = Duration::from_secs(2);
     let mut listener = node
         .create_secure_channel_listener(
             &bob,

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
+use zeroize::Zeroizing;
 
 use crate::Registry;
 use crate::error::Error;
@@ -84,7 +85,7 @@ impl PostgresRegistry {
         if config.get_application_name().is_none() {
             config.application_name("keywarden");
         }
-        let secret = config.get_password().map(<[u8]>::to_vec);
+        let secret = config.get_password().map(|p| Zeroizing::new(p.to_vec()));
         let pool = Arc::new(Pool {
             target: describe_target(&config),
             config,
@@ -104,8 +105,9 @@ impl PostgresRegistry {
 /// Connections not in use, and a limit on how many exist.
 struct Pool {
     config: Config,
-    /// The password, to scrub from any message before it leaves this module.
-    secret: Option<Vec<u8>>,
+    /// The password, to scrub from any message before it leaves this module. (`config`
+    /// holds it too, in tokio-postgres's own unzeroized copy.)
+    secret: Option<Zeroizing<Vec<u8>>>,
     /// `user@host:port/dbname`, for `Debug` and messages.
     target: String,
     idle: Mutex<Vec<Client>>,
@@ -820,7 +822,7 @@ mod tests {
     fn scrub_removes_the_password_anywhere() {
         let pool = Pool {
             config: Config::new(),
-            secret: Some(b"hunter2".to_vec()),
+            secret: Some(Zeroizing::new(b"hunter2".to_vec())),
             target: String::new(),
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(1),

@@ -312,3 +312,61 @@ async fn the_password_never_shows() {
     assert!(shown.contains("key_versions"), "{shown}");
     assert!(!shown.contains(&password), "{shown}");
 }
+
+/// Calls abandoned half-way (a client hung up and the service dropped the future) leave no
+/// connection inside a transaction and no lock held: later calls from both nodes go on, and
+/// the versions that were begun stay gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_calls_leave_no_transaction_open() {
+    let cluster = cluster().await;
+    let url = cluster.create_database().await;
+    let a = Arc::new(PostgresRegistry::connect_with(&url, 4).await.unwrap());
+    let b = Arc::new(PostgresRegistry::connect_with(&url, 4).await.unwrap());
+    create_ready(a.as_ref(), "k").await;
+    let mut cut = 0;
+    for round in 0..40u64 {
+        let mut tasks = Vec::new();
+        for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+            let node = Arc::clone(node);
+            tasks.push(tokio::spawn(async move {
+                // Cut short at a different point each time.
+                let limit = Duration::from_micros(200 * (round % 10) + 50 * i as u64);
+                let rotate = tokio::time::timeout(
+                    limit,
+                    node.begin_rotate("k", format!("kw-k-{round}-{i}"), 0),
+                )
+                .await;
+                let _ = tokio::time::timeout(limit, node.list()).await;
+                rotate.is_err()
+            }));
+        }
+        for t in tasks {
+            cut += usize::from(t.await.unwrap());
+        }
+    }
+    assert!(cut > 0, "no call was cut short");
+    // Every connection is back to idle, none "idle in transaction".
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = sql(
+            &url,
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .await;
+        if open == vec![vec![Some("0".to_owned())]] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{open:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rec = b.get("k").await.unwrap();
+    let numbers: Vec<u32> = rec.versions.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, (1..=rec.versions.len() as u32).collect::<Vec<_>>());
+    let next = rotate_ready(a.as_ref(), "k", "kw-k-after".into()).await;
+    assert_eq!(next as usize, rec.versions.len() + 1);
+    for p in b.pending().await.unwrap() {
+        b.abort(&p.name, p.version).await.unwrap();
+    }
+    assert!(a.pending().await.unwrap().is_empty());
+}

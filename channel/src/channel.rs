@@ -490,13 +490,23 @@ impl Node {
         let peer_route = m1.return_route;
         let (hs, _) = Responder::new(identity.static_public_key(), PROLOGUE)
             .read_message_1(&m1.payload[1..])?;
+        // The vault computes `es` (possibly a round trip to an HSM) while this task makes
+        // the ephemeral key and `ee`.
+        let es_task = {
+            let key = identity.inner.static_key.clone();
+            let re = hs.peer_ephemeral().clone();
+            tokio::spawn(async move { key.agree(&re).await })
+        };
+        let prepared = hs.prepare_message_2();
         let my_payload = IdentityPayload {
             attestation: identity.attestation().await?,
             credentials: options.credentials.clone(),
         }
         .to_bytes();
-        let es = identity.inner.static_key.agree(hs.peer_ephemeral()).await?;
-        let (hs, m2) = hs.write_message_2(&es, &my_payload)?;
+        let es = es_task
+            .await
+            .map_err(|e| Error::Io(format!("static DH task: {e}")))??;
+        let (hs, m2) = prepared?.write_message_2(&es, &my_payload)?;
         drop(es);
         self.send(Message {
             onward: peer_route.clone(),

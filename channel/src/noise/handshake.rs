@@ -286,12 +286,51 @@ impl ResponderNeedsStaticDh {
         es: &SharedSecret,
         payload: &[u8],
     ) -> Result<(ResponderAwaitingMessage3, Vec<u8>), HandshakeError> {
-        self.write_message_2_with(Ephemeral::generate()?, es, payload)
+        self.prepare_message_2()?.write_message_2(es, payload)
     }
 
+    /// The part of message 2 that does not need the static DH (a fresh ephemeral key and
+    /// `ee`), so a driver can do it while the vault computes `es`.
+    pub fn prepare_message_2(self) -> Result<ResponderPreparedMessage2, HandshakeError> {
+        self.prepare_with(Ephemeral::generate()?)
+    }
+
+    fn prepare_with(mut self, e: Ephemeral) -> Result<ResponderPreparedMessage2, HandshakeError> {
+        let mut out = Vec::with_capacity(PUBLIC_KEY_LEN + ENCRYPTED_STATIC_LEN + 256);
+        out.extend_from_slice(e.public());
+        self.sym.mix_hash(e.public());
+        self.sym.mix_key(e.dh(&self.re)?.as_ref());
+        Ok(ResponderPreparedMessage2 {
+            sym: self.sym,
+            s: self.s,
+            e,
+            out,
+        })
+    }
+
+    #[cfg(test)]
     fn write_message_2_with(
-        mut self,
+        self,
         e: Ephemeral,
+        es: &SharedSecret,
+        payload: &[u8],
+    ) -> Result<(ResponderAwaitingMessage3, Vec<u8>), HandshakeError> {
+        self.prepare_with(e)?.write_message_2(es, payload)
+    }
+}
+
+/// The responder with its ephemeral key and `ee` done, waiting for `es`.
+pub struct ResponderPreparedMessage2 {
+    sym: SymmetricState,
+    s: PublicKey,
+    e: Ephemeral,
+    out: Vec<u8>,
+}
+
+impl ResponderPreparedMessage2 {
+    /// Finishes `<- e, ee, s, es`: `es` is `static.agree(peer_ephemeral())`.
+    pub fn write_message_2(
+        mut self,
         es: &SharedSecret,
         payload: &[u8],
     ) -> Result<(ResponderAwaitingMessage3, Vec<u8>), HandshakeError> {
@@ -301,15 +340,18 @@ impl ResponderNeedsStaticDh {
             PUBLIC_KEY_LEN + ENCRYPTED_STATIC_LEN + TAGLEN,
             payload,
         )?;
-        let mut out =
-            Vec::with_capacity(PUBLIC_KEY_LEN + ENCRYPTED_STATIC_LEN + payload.len() + TAGLEN);
-        out.extend_from_slice(e.public());
-        self.sym.mix_hash(e.public());
-        self.sym.mix_key(e.dh(&self.re)?.as_ref());
+        let mut out = self.out;
+        out.reserve(ENCRYPTED_STATIC_LEN + payload.len() + TAGLEN);
         self.sym.encrypt_and_hash(self.s.as_bytes(), &mut out);
         self.sym.mix_key(es);
         self.sym.encrypt_and_hash(payload, &mut out);
-        Ok((ResponderAwaitingMessage3 { sym: self.sym, e }, out))
+        Ok((
+            ResponderAwaitingMessage3 {
+                sym: self.sym,
+                e: self.e,
+            },
+            out,
+        ))
     }
 }
 
@@ -360,6 +402,7 @@ redacted_debug!(
     InitiatorNeedsStaticDh,
     Responder,
     ResponderNeedsStaticDh,
+    ResponderPreparedMessage2,
     ResponderAwaitingMessage3
 );
 

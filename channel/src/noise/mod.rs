@@ -22,7 +22,7 @@ pub(crate) mod symmetric;
 pub use dh::PUBLIC_KEY_LEN;
 pub use handshake::{
     HandshakeOutcome, Initiator, InitiatorAwaitingMessage2, InitiatorNeedsStaticDh, Responder,
-    ResponderAwaitingMessage3, ResponderNeedsStaticDh, TransportKeys,
+    ResponderAwaitingMessage3, ResponderNeedsStaticDh, ResponderPreparedMessage2, TransportKeys,
 };
 
 /// The Noise protocol name.

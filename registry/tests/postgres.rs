@@ -370,3 +370,28 @@ async fn abandoned_calls_leave_no_transaction_open() {
     }
     assert!(a.pending().await.unwrap().is_empty());
 }
+
+/// Over the server's Unix socket, in libpq's `key=value` form: the deployment the module
+/// docs suggest while TLS is not supported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connects_over_a_unix_socket() {
+    let cluster = cluster().await;
+    let url = cluster.create_database().await;
+    let dbname = url.rsplit('/').next().unwrap();
+    let conninfo = format!(
+        "host={} port={} user=keywarden password={} dbname={dbname}",
+        cluster.socket_dir().display(),
+        cluster.port(),
+        cluster.password()
+    );
+    let reg = PostgresRegistry::connect(&conninfo).await.unwrap();
+    let dbg = format!("{reg:?}");
+    assert!(
+        dbg.contains(&cluster.socket_dir().display().to_string()),
+        "{dbg}"
+    );
+    assert!(!dbg.contains(cluster.password()), "{dbg}");
+    create_ready(&reg, "local").await;
+    let over_tcp = PostgresRegistry::connect(&url).await.unwrap();
+    assert_eq!(over_tcp.get("local").await.unwrap().versions.len(), 1);
+}

@@ -260,6 +260,11 @@ impl Cluster {
         self.port
     }
 
+    /// The directory holding the server's Unix socket (`host=` in a libpq-style URL).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The superuser's password.
     pub fn password(&self) -> &str {
         &self.password

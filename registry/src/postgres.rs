@@ -342,13 +342,19 @@ fn version_record(row: &Row) -> Result<(String, VersionRecord), Error> {
     Ok((name, record))
 }
 
-fn pending_of(record: &KeyRecord, version: u32, hsm_label: String) -> Pending {
+fn pending_of(
+    record: &KeyRecord,
+    version: u32,
+    hsm_label: String,
+    created_at: Timestamp,
+) -> Pending {
     Pending {
         name: record.name.clone(),
         version,
         hsm_label,
         backend: record.backend.clone(),
         algorithm: record.algorithm.clone(),
+        created_at,
     }
 }
 
@@ -474,6 +480,7 @@ impl Registry for PostgresRegistry {
             hsm_label: new.hsm_label,
             backend: new.backend,
             algorithm: new.algorithm,
+            created_at: new.now,
         })
     }
 
@@ -525,7 +532,7 @@ impl Registry for PostgresRegistry {
         .await
         .map_err(|e| op.err(e))?;
         tx.commit().await.map_err(|e| op.err(e))?;
-        Ok(pending_of(&key, next, hsm_label))
+        Ok(pending_of(&key, next, hsm_label, now))
     }
 
     async fn complete(
@@ -640,7 +647,7 @@ impl Registry for PostgresRegistry {
         let rows = conn
             .client()
             .query(
-                "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm
+                "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm, v.created_at
                  FROM key_versions v JOIN keys k ON k.name = v.key_name
                  WHERE v.state = $1
                  ORDER BY v.key_name COLLATE \"C\", v.version",
@@ -660,6 +667,7 @@ impl Registry for PostgresRegistry {
                 hsm_label: row.try_get(2).map_err(get)?,
                 backend: row.try_get(3).map_err(get)?,
                 algorithm: row.try_get(4).map_err(get)?,
+                created_at: row.try_get(5).map_err(get)?,
             });
         }
         Ok(out)

@@ -333,13 +333,19 @@ fn version_state(conn: &Connection, name: &str, version: u32) -> Result<VersionS
     }
 }
 
-fn pending_of(record: &KeyRecord, version: u32, hsm_label: String) -> Pending {
+fn pending_of(
+    record: &KeyRecord,
+    version: u32,
+    hsm_label: String,
+    created_at: Timestamp,
+) -> Pending {
     Pending {
         name: record.name.clone(),
         version,
         hsm_label,
         backend: record.backend.clone(),
         algorithm: record.algorithm.clone(),
+        created_at,
     }
 }
 
@@ -394,6 +400,7 @@ impl Registry for SqliteRegistry {
                 hsm_label: new.hsm_label,
                 backend: new.backend,
                 algorithm: new.algorithm,
+                created_at: new.now,
             })
         })
         .await
@@ -431,7 +438,7 @@ impl Registry for SqliteRegistry {
                 params![name, next, VersionState::Pending.as_str(), hsm_label, now],
             )?;
             tx.commit()?;
-            Ok(pending_of(&key, next, hsm_label))
+            Ok(pending_of(&key, next, hsm_label, now))
         })
         .await
     }
@@ -539,7 +546,7 @@ impl Registry for SqliteRegistry {
     async fn pending(&self) -> Result<Vec<Pending>, Error> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm
+                "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm, v.created_at
                  FROM key_versions v JOIN keys k ON k.name = v.key_name
                  WHERE v.state = ?1
                  ORDER BY v.key_name, v.version",
@@ -551,11 +558,12 @@ impl Registry for SqliteRegistry {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Timestamp>(5)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (name, version, hsm_label, backend, algorithm) = row?;
+                let (name, version, hsm_label, backend, algorithm, created_at) = row?;
                 let version = u32::try_from(version)
                     .map_err(|_| corrupt(format!("version {version} of {name:?}")))?;
                 out.push(Pending {
@@ -564,6 +572,7 @@ impl Registry for SqliteRegistry {
                     hsm_label,
                     backend,
                     algorithm,
+                    created_at,
                 });
             }
             Ok(out)

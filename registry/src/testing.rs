@@ -592,6 +592,9 @@ pub async fn pending_lists_every_pending_version(h: &Harness) {
     assert_eq!(pending, vec![pa2.clone(), pa3.clone(), pz.clone()]);
     assert_eq!(pending[2].backend, "pkcs11-a");
     assert_eq!(pending[2].algorithm, "ecdh-p256");
+    // When each was begun, for multi-node recovery to tell in-flight rows from leftovers.
+    let begun: Vec<_> = pending.iter().map(|p| p.created_at).collect();
+    assert_eq!(begun, [5, 6, 1_700_000_000]);
 
     reg.complete("alpha", 3, b"r3", b"p3").await.unwrap();
     reg.abort("zeta", 1).await.unwrap();

@@ -196,6 +196,13 @@ pub struct Pending {
     pub backend: String,
     /// The key's algorithm.
     pub algorithm: String,
+    /// When the version was begun (the `now` given to `begin_create` / `begin_rotate`).
+    ///
+    /// Several nodes sharing one registry: a row this young may be another live node's
+    /// creation in progress (its HSM key being generated right now), not a crash's leftover.
+    /// Recovery at start should leave alone rows younger than the longest a creation takes
+    /// (plus clock skew between nodes), and settle them later.
+    pub created_at: Timestamp,
 }
 
 /// Checks a key name: 1 to [`MAX_NAME_LEN`] characters of `a-z A-Z 0-9 . _ -`.

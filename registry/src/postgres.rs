@@ -20,14 +20,15 @@
 //! plain connection; `sslmode=require` fails): run the database on a trusted network or
 //! over a Unix socket (`host=/run/postgresql`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement, Transaction};
 use zeroize::Zeroizing;
 
 use crate::Registry;
@@ -110,32 +111,66 @@ struct Pool {
     secret: Option<Zeroizing<Vec<u8>>>,
     /// `user@host:port/dbname`, for `Debug` and messages.
     target: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Semaphore,
     max: usize,
+}
+
+/// A connection and the statements prepared on it (each SQL text once per connection, which
+/// halves the round trips of every later use).
+struct Pooled {
+    client: Client,
+    statements: HashMap<String, Statement>,
 }
 
 /// A connection taken from the pool; back into it when dropped, unless it broke.
 struct Conn<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    inner: Option<Pooled>,
     _permit: SemaphorePermit<'a>,
 }
 
 impl Conn<'_> {
-    fn client(&mut self) -> &mut Client {
-        // Invariant: `client` is `Some` from `Pool::get` until `drop`.
+    fn pooled(&mut self) -> &mut Pooled {
+        // Invariant: `inner` is `Some` from `Pool::get` until `drop`.
         #[allow(clippy::expect_used)]
-        self.client
+        self.inner
             .as_mut()
             .expect("a pooled connection until dropped")
+    }
+
+    fn client(&mut self) -> &mut Client {
+        &mut self.pooled().client
+    }
+
+    /// Starts the transaction of operation `what`: READ COMMITTED for writes, or one
+    /// REPEATABLE READ, READ ONLY snapshot for reads.
+    async fn begin(&mut self, what: &'static str, read_only: bool) -> Result<Tx<'_>, Error> {
+        let pool = self.pool;
+        let Pooled { client, statements } = self.pooled();
+        let started = if read_only {
+            client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+        } else {
+            client.transaction().await
+        };
+        Ok(Tx {
+            tx: started.map_err(|e| pool.error(what, &e))?,
+            statements,
+            pool,
+            what,
+        })
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take()
-            && !client.is_closed()
+        if let Some(pooled) = self.inner.take()
+            && !pooled.client.is_closed()
         {
             // A transaction dropped unfinished has already queued its ROLLBACK on this
             // connection, ahead of whatever the next user sends.
@@ -143,7 +178,7 @@ impl Drop for Conn<'_> {
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(client);
+                .push(pooled);
         }
     }
 }
@@ -162,11 +197,11 @@ impl Pool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
             match idle {
-                Some(client) if client.is_closed() => continue,
-                Some(client) => {
+                Some(pooled) if pooled.client.is_closed() => continue,
+                Some(pooled) => {
                     return Ok(Conn {
                         pool: self,
-                        client: Some(client),
+                        inner: Some(pooled),
                         _permit: permit,
                     });
                 }
@@ -185,7 +220,10 @@ impl Pool {
         });
         Ok(Conn {
             pool: self,
-            client: Some(client),
+            inner: Some(Pooled {
+                client,
+                statements: HashMap::new(),
+            }),
             _permit: permit,
         })
     }
@@ -291,13 +329,20 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage(format!("corrupt registry row: {what}"))
 }
 
-const KEY_COLUMNS: &str =
-    "name, algorithm, backend, owner_uid, labels, state, created_at, expires_at";
+// Key rows are read as these columns, in this order (see `key_record`)…
+const KEY_ROW: &str = "SELECT name, algorithm, backend, owner_uid, labels, state, created_at,
+        expires_at FROM keys WHERE name = $1";
+const KEY_ROW_FOR_UPDATE: &str = "SELECT name, algorithm, backend, owner_uid, labels, state,
+        created_at, expires_at FROM keys WHERE name = $1 FOR UPDATE";
+const ALL_KEYS: &str = "SELECT name, algorithm, backend, owner_uid, labels, state, created_at,
+        expires_at FROM keys";
+// …and version rows as these (see `version_record`).
+const VERSIONS_OF: &str = "SELECT key_name, version, state, hsm_label, key_ref, public_key,
+        created_at FROM key_versions WHERE key_name = $1 ORDER BY version";
+const ALL_VERSIONS: &str = "SELECT key_name, version, state, hsm_label, key_ref, public_key,
+        created_at FROM key_versions ORDER BY version";
 
-const VERSION_COLUMNS: &str =
-    "key_name, version, state, hsm_label, key_ref, public_key, created_at";
-
-/// A key row (selected as [`KEY_COLUMNS`]) without its versions.
+/// A key row (selected as in [`KEY_ROW`]) without its versions.
 fn key_record(row: &Row) -> Result<KeyRecord, Error> {
     let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a key row: {e}"));
     let name: String = row.try_get(0).map_err(get)?;
@@ -322,7 +367,7 @@ fn key_record(row: &Row) -> Result<KeyRecord, Error> {
     })
 }
 
-/// A version row (selected as [`VERSION_COLUMNS`]) and the name of its key.
+/// A version row (selected as in [`VERSIONS_OF`]) and the name of its key.
 fn version_record(row: &Row) -> Result<(String, VersionRecord), Error> {
     let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a version row: {e}"));
     let name: String = row.try_get(0).map_err(get)?;
@@ -358,73 +403,91 @@ fn pending_of(
     }
 }
 
-/// Runs the statements of one registry operation on a pooled connection.
-struct Op<'a> {
-    pool: &'a Pool,
+/// One registry operation's transaction, with the connection's prepared statements.
+struct Tx<'c> {
+    tx: Transaction<'c>,
+    statements: &'c mut HashMap<String, Statement>,
+    pool: &'c Pool,
     what: &'static str,
 }
 
-impl Op<'_> {
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl Tx<'_> {
     fn err(&self, e: tokio_postgres::Error) -> Error {
         self.pool.error(self.what, &e)
     }
 
+    /// `sql` prepared on this connection, once.
+    async fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql).await.map_err(|e| self.err(e))?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
+        let statement = self.statement(sql).await?;
+        self.tx
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, Error> {
+        let statement = self.statement(sql).await?;
+        self.tx
+            .query_opt(&statement, params)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, Error> {
+        let statement = self.statement(sql).await?;
+        self.tx
+            .query_one(&statement, params)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, Error> {
+        let statement = self.statement(sql).await?;
+        self.tx
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn commit(self) -> Result<(), Error> {
+        let (pool, what) = (self.pool, self.what);
+        self.tx.commit().await.map_err(|e| pool.error(what, &e))
+    }
+
     /// The key row, locked against every other writer of this key until the transaction
     /// ends (`lock`), or as the snapshot sees it.
-    async fn key_row(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-        lock: bool,
-    ) -> Result<Option<KeyRecord>, Error> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE name = $1{}",
-            if lock { " FOR UPDATE" } else { "" }
-        );
-        let row = tx
-            .query_opt(&sql, &[&name])
-            .await
-            .map_err(|e| self.err(e))?;
+    async fn key_row(&mut self, name: &str, lock: bool) -> Result<Option<KeyRecord>, Error> {
+        let sql = if lock { KEY_ROW_FOR_UPDATE } else { KEY_ROW };
+        let row = self.query_opt(sql, &[&name]).await?;
         row.as_ref().map(key_record).transpose()
     }
 
-    async fn versions_of(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-    ) -> Result<Vec<VersionRecord>, Error> {
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_name = $1
-                     ORDER BY version"
-                ),
-                &[&name],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
+    async fn versions_of(&mut self, name: &str) -> Result<Vec<VersionRecord>, Error> {
+        let rows = self.query(VERSIONS_OF, &[&name]).await?;
         rows.iter()
             .map(|r| version_record(r).map(|(_, v)| v))
             .collect()
     }
 
     /// The whole record ([`Error::NotFound`] if absent), its key row locked if `lock`.
-    async fn load(&self, tx: &Transaction<'_>, name: &str, lock: bool) -> Result<KeyRecord, Error> {
+    async fn load(&mut self, name: &str, lock: bool) -> Result<KeyRecord, Error> {
         let mut record = self
-            .key_row(tx, name, lock)
+            .key_row(name, lock)
             .await?
             .ok_or_else(|| Error::NotFound(name.to_owned()))?;
-        record.versions = self.versions_of(tx, name).await?;
+        record.versions = self.versions_of(name).await?;
         Ok(record)
-    }
-}
-
-impl PostgresRegistry {
-    fn op(&self, what: &'static str) -> Op<'_> {
-        Op {
-            pool: &self.pool,
-            what,
-        }
     }
 }
 
@@ -434,9 +497,8 @@ impl Registry for PostgresRegistry {
         validate_name(&new.name)?;
         let labels = serde_json::to_string(&new.labels)
             .map_err(|e| Error::Storage(format!("labels: {e}")))?;
-        let op = self.op("begin_create");
         let mut conn = self.pool.get().await?;
-        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        let mut tx = conn.begin("begin_create", false).await?;
         // Waits for a concurrent insert of the same name to commit (then conflicts) or roll
         // back (then inserts).
         let inserted = tx
@@ -456,8 +518,7 @@ impl Registry for PostgresRegistry {
                     &new.expires_at,
                 ],
             )
-            .await
-            .map_err(|e| op.err(e))?;
+            .await?;
         if inserted == 0 {
             return Err(Error::AlreadyExists(new.name));
         }
@@ -471,9 +532,8 @@ impl Registry for PostgresRegistry {
                 &new.now,
             ],
         )
-        .await
-        .map_err(|e| op.err(e))?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        .await?;
+        tx.commit().await?;
         Ok(Pending {
             name: new.name,
             version: 1,
@@ -491,13 +551,12 @@ impl Registry for PostgresRegistry {
         now: Timestamp,
     ) -> Result<Pending, Error> {
         validate_name(name)?;
-        let op = self.op("begin_rotate");
         let mut conn = self.pool.get().await?;
-        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
+        let mut tx = conn.begin("begin_rotate", false).await?;
         // The row lock makes concurrent rotations of this key, from any node, take turns:
         // each reads the MAX that the one before committed.
-        let key = op
-            .key_row(&tx, name, true)
+        let key = tx
+            .key_row(name, true)
             .await?
             .ok_or_else(|| Error::NotFound(name.to_owned()))?;
         if key.state != KeyState::Enabled {
@@ -513,8 +572,7 @@ impl Registry for PostgresRegistry {
                 "SELECT COALESCE(MAX(version), 0) FROM key_versions WHERE key_name = $1",
                 &[&name],
             )
-            .await
-            .map_err(|e| op.err(e))?
+            .await?
             .get(0);
         let next = u32::try_from(max + 1)
             .map_err(|_| Error::Storage(format!("key {name:?} has run out of versions")))?;
@@ -529,9 +587,8 @@ impl Registry for PostgresRegistry {
                 &now,
             ],
         )
-        .await
-        .map_err(|e| op.err(e))?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        .await?;
+        tx.commit().await?;
         Ok(pending_of(&key, next, hsm_label, now))
     }
 
@@ -543,10 +600,9 @@ impl Registry for PostgresRegistry {
         public_key: &[u8],
     ) -> Result<KeyRecord, Error> {
         validate_name(name)?;
-        let op = self.op("complete");
         let mut conn = self.pool.get().await?;
-        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
-        let before = op.load(&tx, name, true).await?;
+        let mut tx = conn.begin("complete", false).await?;
+        let before = tx.load(name, true).await?;
         let Some(v) = before.version(version) else {
             return Err(Error::NoSuchVersion {
                 name: name.to_owned(),
@@ -566,8 +622,7 @@ impl Registry for PostgresRegistry {
                         &i64::from(version),
                     ],
                 )
-                .await
-                .map_err(|e| op.err(e))?;
+                .await?;
             }
             // A retry of a completion whose answer was lost.
             VersionState::Ready
@@ -586,17 +641,16 @@ impl Registry for PostgresRegistry {
                 });
             }
         }
-        let after = op.load(&tx, name, false).await?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        let after = tx.load(name, false).await?;
+        tx.commit().await?;
         Ok(after)
     }
 
     async fn abort(&self, name: &str, version: u32) -> Result<(), Error> {
         validate_name(name)?;
-        let op = self.op("abort");
         let mut conn = self.pool.get().await?;
-        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
-        let record = op.load(&tx, name, true).await?;
+        let mut tx = conn.begin("abort", false).await?;
+        let record = tx.load(name, true).await?;
         let Some(v) = record.version(version) else {
             return Err(Error::NoSuchVersion {
                 name: name.to_owned(),
@@ -617,35 +671,30 @@ impl Registry for PostgresRegistry {
         if record.versions.len() == 1 {
             // Version 1 of a key that never got an HSM key: the key goes too.
             tx.execute("DELETE FROM key_versions WHERE key_name = $1", &[&name])
-                .await
-                .map_err(|e| op.err(e))?;
+                .await?;
             tx.execute("DELETE FROM keys WHERE name = $1", &[&name])
-                .await
-                .map_err(|e| op.err(e))?;
+                .await?;
         } else if max == Some(version) {
             tx.execute(
                 "DELETE FROM key_versions WHERE key_name = $1 AND version = $2",
                 &[&name, &version_param],
             )
-            .await
-            .map_err(|e| op.err(e))?;
+            .await?;
         } else {
             // Newer versions exist: keep the number, so the sequence stays gap-free.
             tx.execute(
                 "UPDATE key_versions SET state = $1 WHERE key_name = $2 AND version = $3",
                 &[&VersionState::Destroyed.as_str(), &name, &version_param],
             )
-            .await
-            .map_err(|e| op.err(e))?;
+            .await?;
         }
-        tx.commit().await.map_err(|e| op.err(e))
+        tx.commit().await
     }
 
     async fn pending(&self) -> Result<Vec<Pending>, Error> {
-        let op = self.op("pending");
         let mut conn = self.pool.get().await?;
-        let rows = conn
-            .client()
+        let mut tx = conn.begin("pending", true).await?;
+        let rows = tx
             .query(
                 "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm, v.created_at
                  FROM key_versions v JOIN keys k ON k.name = v.key_name
@@ -653,8 +702,8 @@ impl Registry for PostgresRegistry {
                  ORDER BY v.key_name COLLATE \"C\", v.version",
                 &[&VersionState::Pending.as_str()],
             )
-            .await
-            .map_err(|e| op.err(e))?;
+            .await?;
+        tx.commit().await?;
         let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a pending row: {e}"));
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -675,45 +724,20 @@ impl Registry for PostgresRegistry {
 
     async fn get(&self, name: &str) -> Result<KeyRecord, Error> {
         validate_name(name)?;
-        let op = self.op("get");
         let mut conn = self.pool.get().await?;
         // One snapshot for the key and its versions.
-        let tx = conn
-            .client()
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| op.err(e))?;
-        let record = op.load(&tx, name, false).await?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        let mut tx = conn.begin("get", true).await?;
+        let record = tx.load(name, false).await?;
+        tx.commit().await?;
         Ok(record)
     }
 
     async fn list(&self) -> Result<Vec<KeyRecord>, Error> {
-        let op = self.op("list");
         let mut conn = self.pool.get().await?;
-        let tx = conn
-            .client()
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| op.err(e))?;
-        let key_rows = tx
-            .query(&format!("SELECT {KEY_COLUMNS} FROM keys"), &[])
-            .await
-            .map_err(|e| op.err(e))?;
-        let version_rows = tx
-            .query(
-                &format!("SELECT {VERSION_COLUMNS} FROM key_versions ORDER BY version"),
-                &[],
-            )
-            .await
-            .map_err(|e| op.err(e))?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        let mut tx = conn.begin("list", true).await?;
+        let key_rows = tx.query(ALL_KEYS, &[]).await?;
+        let version_rows = tx.query(ALL_VERSIONS, &[]).await?;
+        tx.commit().await?;
         let mut by_name: BTreeMap<String, Vec<VersionRecord>> = BTreeMap::new();
         for row in &version_rows {
             let (name, v) = version_record(row)?;
@@ -733,10 +757,9 @@ impl Registry for PostgresRegistry {
 
     async fn set_state(&self, name: &str, state: KeyState) -> Result<KeyRecord, Error> {
         validate_name(name)?;
-        let op = self.op("set_state");
         let mut conn = self.pool.get().await?;
-        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
-        let before = op.load(&tx, name, true).await?;
+        let mut tx = conn.begin("set_state", false).await?;
+        let before = tx.load(name, true).await?;
         let (action, needs) = match state {
             KeyState::Enabled => ("enable", "disabled"),
             KeyState::Disabled => ("disable", "enabled"),
@@ -764,18 +787,16 @@ impl Registry for PostgresRegistry {
             "UPDATE keys SET state = $1 WHERE name = $2",
             &[&state.as_str(), &name],
         )
-        .await
-        .map_err(|e| op.err(e))?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        .await?;
+        tx.commit().await?;
         Ok(KeyRecord { state, ..before })
     }
 
     async fn destroy(&self, name: &str) -> Result<KeyRecord, Error> {
         validate_name(name)?;
-        let op = self.op("destroy");
         let mut conn = self.pool.get().await?;
-        let tx = conn.client().transaction().await.map_err(|e| op.err(e))?;
-        let before = op.load(&tx, name, true).await?;
+        let mut tx = conn.begin("destroy", false).await?;
+        let before = tx.load(name, true).await?;
         if before.state != KeyState::Disabled {
             return Err(Error::WrongState {
                 name: name.to_owned(),
@@ -788,15 +809,13 @@ impl Registry for PostgresRegistry {
             "UPDATE keys SET state = $1 WHERE name = $2",
             &[&KeyState::Destroyed.as_str(), &name],
         )
-        .await
-        .map_err(|e| op.err(e))?;
+        .await?;
         tx.execute(
             "UPDATE key_versions SET state = $1 WHERE key_name = $2",
             &[&VersionState::Destroyed.as_str(), &name],
         )
-        .await
-        .map_err(|e| op.err(e))?;
-        tx.commit().await.map_err(|e| op.err(e))?;
+        .await?;
+        tx.commit().await?;
         Ok(before)
     }
 }

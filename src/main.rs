@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keywarden::client::Client;
 use keywarden::proto::v1 as pb;
+use keywarden::service::hardening::{self, HardeningOptions};
 use keywarden::service::{audit, config, policy, server};
 use keywarden_vault::{Algorithm, PublicKey, Signature};
 
@@ -42,7 +43,15 @@ enum Command {
         /// Validate the configuration (open backends, parse policies) and exit.
         #[arg(long)]
         check_config: bool,
+        /// Run even as root (refused otherwise: a key service runs as its own user).
+        #[arg(long, env = "KEYWARDEN_ALLOW_ROOT")]
+        allow_root: bool,
+        /// Lock all memory (mlockall, on fault) so that secrets are never swapped out.
+        #[arg(long, env = "KEYWARDEN_MLOCK")]
+        mlock: bool,
     },
+    /// Ask the running service whether it and its backends are healthy (exit 0 if so).
+    Health,
     /// Manage and use keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -52,6 +61,9 @@ enum Command {
     /// Cedar policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Secure channels (Noise XX, static keys in the key service).
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Measure signing through the socket against the same backend in-process.
     Bench {
         /// Seconds per measurement.
@@ -127,6 +139,79 @@ enum KeyCommand {
     Enable { name: String },
     /// Destroy a disabled key's HSM objects; the registry keeps a tombstone.
     Destroy { name: String },
+}
+
+/// The keys a channel end uses: both are key-service keys (through the socket).
+#[derive(Args)]
+struct ChannelKeys {
+    /// Name of the identity key (ecdsa-p256 or ed25519) in the key service.
+    #[arg(long)]
+    identity: String,
+    /// Name of the static Noise key (ecdh-p256) in the key service.
+    #[arg(long = "static")]
+    static_key: String,
+}
+
+/// Who may be on the other end: nothing is trusted by default.
+#[derive(Args)]
+struct ChannelTrust {
+    /// Accept this peer identifier (`kwid1…`, see `keywarden channel id`); repeatable.
+    #[arg(long = "allow-peer")]
+    allow_peers: Vec<String>,
+    /// A Cedar policy file deciding on the peer (principal `Peer::"kwid1…"`, action
+    /// `connect`, resource `Channel::"<name>"`, verified attributes in the context).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Trust credentials signed by this authority identifier; repeatable.
+    #[arg(long = "trust-authority")]
+    authorities: Vec<String>,
+    /// Handshake timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Print the identifier of an identity key.
+    Id {
+        #[command(flatten)]
+        keys: ChannelKeys,
+    },
+    /// Listen on TCP and pipe the first accepted channel to stdin/stdout.
+    Listen {
+        #[command(flatten)]
+        keys: ChannelKeys,
+        #[command(flatten)]
+        trust: ChannelTrust,
+        /// Address to listen on, e.g. 127.0.0.1:4100.
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+        /// The listener's worker name.
+        #[arg(long, default_value = "channel")]
+        name: String,
+    },
+    /// Connect over TCP (through relays) and pipe stdin/stdout over the channel.
+    Connect {
+        #[command(flatten)]
+        keys: ChannelKeys,
+        #[command(flatten)]
+        trust: ChannelTrust,
+        /// The first hop's TCP address.
+        #[arg(long)]
+        peer: std::net::SocketAddr,
+        /// Worker names after the first hop: relays, then the listener (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "channel")]
+        route: Vec<String>,
+    },
+    /// Run a relay worker that forwards to the next TCP hop (it sees only ciphertext).
+    Relay {
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        next: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,7 +296,25 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             config: path,
             check_config,
-        } => serve(path.as_deref(), *check_config, cli.socket.clone()).await,
+            allow_root,
+            mlock,
+        } => {
+            let hardening = HardeningOptions {
+                allow_root: *allow_root,
+                mlock: *mlock,
+            };
+            serve(
+                path.as_deref(),
+                *check_config,
+                cli.socket.clone(),
+                hardening,
+            )
+            .await
+        }
+        Command::Health => {
+            println!("{}", hardening::health(&socket_path(&cli)).await?);
+            Ok(())
+        }
         Command::Key(cmd) => {
             let client = Client::connect(&socket_path(&cli)).await?;
             key(&client, cmd, cli.json).await
@@ -241,6 +344,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Channel(cmd) => channel(&cli, cmd).await,
         Command::Bench {
             seconds,
             clients,
@@ -302,7 +406,12 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn serve(path: Option<&Path>, check: bool, socket: Option<PathBuf>) -> Result<()> {
+async fn serve(
+    path: Option<&Path>,
+    check: bool,
+    socket: Option<PathBuf>,
+    hardening: HardeningOptions,
+) -> Result<()> {
     let mut config = config::Config::load(path)?;
     if let Some(s) = socket {
         config.socket = s;
@@ -312,7 +421,7 @@ async fn serve(path: Option<&Path>, check: bool, socket: Option<PathBuf>) -> Res
         println!("configuration OK: {}", server::describe(&config));
         return Ok(());
     }
-    server::run(config).await?;
+    server::run(config, &hardening).await?;
     Ok(())
 }
 
@@ -576,4 +685,104 @@ async fn key(client: &Client, cmd: &KeyCommand, json: bool) -> Result<()> {
 /// A service error as one line.
 fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
+}
+
+async fn channel_identity(
+    cli: &Cli,
+    keys: &ChannelKeys,
+) -> Result<keywarden_channel::ChannelIdentity> {
+    let client = Client::connect(&socket_path(cli)).await?;
+    let vault: std::sync::Arc<dyn keywarden_vault::Vault> =
+        std::sync::Arc::new(keywarden::client::RemoteVault::new(client).await?);
+    Ok(keywarden_channel::cli::open_identity(
+        vault,
+        &keys.identity,
+        &keys.static_key,
+        keywarden_channel::cli::DEFAULT_ATTESTATION_VALIDITY,
+    )
+    .await?)
+}
+
+fn channel_options(trust: &ChannelTrust, name: &str) -> Result<keywarden_channel::ChannelOptions> {
+    let mut options = keywarden_channel::ChannelOptions::new()
+        .handshake_timeout(std::time::Duration::from_secs(trust.timeout));
+    for a in &trust.authorities {
+        options = options.trust_authority(
+            a.parse()
+                .with_context(|| format!("--trust-authority {a:?}"))?,
+        );
+    }
+    match (&trust.policy, trust.allow_peers.is_empty()) {
+        (Some(_), false) => bail!("give either --policy or --allow-peer, not both"),
+        (Some(file), true) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            options =
+                options.with_policy(keywarden_channel::policy::CedarPolicy::new(&text, name)?);
+        }
+        (None, false) => {
+            let ids = trust
+                .allow_peers
+                .iter()
+                .map(|p| p.parse().with_context(|| format!("--allow-peer {p:?}")))
+                .collect::<Result<_>>()?;
+            options = options.with_policy(keywarden_channel::policy::AllowIdentifiers(ids));
+        }
+        (None, true) => bail!("nobody is trusted by default: give --allow-peer or --policy"),
+    }
+    Ok(options)
+}
+
+async fn channel(cli: &Cli, cmd: &ChannelCommand) -> Result<()> {
+    use keywarden_channel::cli as ch;
+    match cmd {
+        ChannelCommand::Id { keys } => {
+            let me = channel_identity(cli, keys).await?;
+            println!("{}", me.identifier());
+        }
+        ChannelCommand::Listen {
+            keys,
+            trust,
+            bind,
+            name,
+        } => {
+            let me = channel_identity(cli, keys).await?;
+            let options = channel_options(trust, name)?;
+            let mut listening = ch::listen(&me, *bind, name, options).await?;
+            eprintln!(
+                "listening on {} as {} (worker {name})",
+                listening.local_addr,
+                me.identifier()
+            );
+            loop {
+                match listening.listener.accept().await {
+                    Ok(channel) => {
+                        ch::pipe(channel, tokio::io::stdin(), tokio::io::stdout()).await?;
+                        return Ok(());
+                    }
+                    Err(keywarden_channel::Error::Closed) => bail!("the node shut down"),
+                    Err(e) => eprintln!("refused a channel: {e}"),
+                }
+            }
+        }
+        ChannelCommand::Connect {
+            keys,
+            trust,
+            peer,
+            route,
+        } => {
+            let me = channel_identity(cli, keys).await?;
+            let last = route.last().cloned().unwrap_or_default();
+            let options = channel_options(trust, &last)?;
+            let hops: Vec<&str> = route.iter().map(String::as_str).collect();
+            let (_node, channel) = ch::connect(&me, *peer, &hops, options).await?;
+            ch::pipe(channel, tokio::io::stdin(), tokio::io::stdout()).await?;
+        }
+        ChannelCommand::Relay { bind, name, next } => {
+            let (_node, local) = ch::relay(*bind, name, *next).await?;
+            eprintln!("relay {name} on {local} forwarding to {next}");
+            tokio::signal::ctrl_c().await?;
+        }
+    }
+    Ok(())
 }

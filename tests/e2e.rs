@@ -265,7 +265,7 @@ fn bad_input_gets_a_clear_error_and_the_service_keeps_serving() {
 fn a_second_service_on_the_same_socket_is_refused() {
     let s = Service::start();
     let out = Command::new(common::BIN)
-        .args(["serve", "--config"])
+        .args(["serve", "--allow-root", "--config"])
         .arg(&s.config)
         .output()
         .unwrap();
@@ -307,7 +307,7 @@ fn config_errors_name_what_is_wrong() {
     )
     .unwrap();
     let out = Command::new(common::BIN)
-        .args(["serve", "--config"])
+        .args(["serve", "--allow-root", "--config"])
         .arg(&cfg)
         .output()
         .unwrap();

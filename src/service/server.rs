@@ -14,6 +14,7 @@ use crate::service::api::{Api, MAX_REQUEST_BYTES};
 use crate::service::audit::AuditLog;
 use crate::service::backends::{self, sim_pin_path};
 use crate::service::config::{BackendConfig, Config};
+use crate::service::hardening::{self, HardeningError, HardeningOptions};
 use crate::service::identity::current_uid;
 use crate::service::policy::{DEFAULT_POLICIES, Policy};
 use crate::service::{Service, ServiceError};
@@ -56,6 +57,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("server: {0}")]
     Serve(String),
+    /// Process hardening or socket activation failed.
+    #[error(transparent)]
+    Hardening(#[from] HardeningError),
 }
 
 fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
@@ -127,6 +131,17 @@ pub async fn serve(
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    serve_and_remove(service, listener, Some(socket), shutdown).await
+}
+
+/// Serves until `shutdown`; then removes `socket` unless it is `None` (socket activation:
+/// the socket file is systemd's).
+async fn serve_and_remove(
+    service: Arc<Service>,
+    listener: UnixListener,
+    socket: Option<&Path>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let api = KeyServiceServer::new(Api::new(service))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES);
@@ -135,7 +150,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| ServerError::Serve(e.to_string()));
-    let _ = std::fs::remove_file(socket);
+    if let Some(socket) = socket {
+        let _ = std::fs::remove_file(socket);
+    }
     result
 }
 
@@ -167,10 +184,26 @@ pub fn describe(config: &Config) -> String {
     )
 }
 
-/// The whole `keywarden serve`: build, bind, reload policies on SIGHUP, stop on SIGINT/SIGTERM.
-pub async fn run(config: Config) -> Result<(), ServerError> {
+/// The whole `keywarden serve`: harden the process, build, bind (or take the socket systemd
+/// passed), tell systemd it is ready, reload policies on SIGHUP, stop on SIGINT/SIGTERM.
+pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), ServerError> {
+    let report = hardening::harden(hardening)?;
+    tracing::info!("{report}");
     let service = build(&config).await?;
-    let listener = bind(&config.socket, config.socket_mode).await?;
+    let (listener, own_socket) = match hardening::activated_listener()? {
+        Some(l) => {
+            let l = UnixListener::from_std(l).map_err(|e| ServerError::Socket {
+                path: config.socket.clone(),
+                reason: format!("socket from systemd: {e}"),
+            })?;
+            tracing::info!("listening on the socket systemd passed (socket activation)");
+            (l, None)
+        }
+        None => (
+            bind(&config.socket, config.socket_mode).await?,
+            Some(config.socket.as_path()),
+        ),
+    };
     tracing::info!("{}", describe(&config));
     {
         let service = Arc::clone(&service);
@@ -181,12 +214,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 return;
             };
             while hup.recv().await.is_some() {
+                let _ = hardening::notify("RELOADING=1");
                 match service.policy().reload() {
                     Ok(n) => tracing::info!(policies = n, "policies reloaded"),
                     Err(e) => {
                         tracing::error!(error = %e, "policy reload failed; keeping the previous policies")
                     }
                 }
+                let _ = hardening::notify("READY=1");
             }
         });
     }
@@ -204,6 +239,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
         tracing::info!("shutting down");
+        let _ = hardening::notify("STOPPING=1");
     };
-    serve(service, listener, &config.socket, shutdown).await
+    if let Err(e) = hardening::notify("READY=1\nSTATUS=serving") {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+    serve_and_remove(service, listener, own_socket, shutdown).await
 }

@@ -82,7 +82,7 @@ impl Service {
             .open(self.dir.path().join("serve.log"))
             .unwrap();
         let child = Command::new(BIN)
-            .args(["serve", "--config"])
+            .args(["serve", "--allow-root", "--config"])
             .arg(&self.config)
             .env("KEYWARDEN_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -35,7 +35,10 @@ fn raw_session(label: &str) -> Session {
 fn raw_sign_loop(label: &str, key: &KeyRef, n: u64) {
     let session = raw_session(label);
     let handle = session
-        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(key.as_bytes().to_vec())])
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(key.as_bytes().to_vec()),
+        ])
         .unwrap()[0];
     for _ in 0..n {
         let digest = Sha256::digest(MESSAGE);
@@ -50,7 +53,11 @@ fn bench(c: &mut Criterion) {
     let mut config = token.config();
     config.max_sessions = Some(2);
     let vault = Arc::new(Pkcs11Vault::open(config).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let key = rt
         .block_on(vault.generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "bench").unwrap()))
         .unwrap();

@@ -13,14 +13,19 @@ use keywarden_vault::{Algorithm, KeySpec, SigningKey, Vault};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let message = std::env::args().nth(1).unwrap_or_else(|| "hello from keywarden".into());
+    let message = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "hello from keywarden".into());
 
     let token = SoftHsm::new();
     let vault: Arc<dyn Vault> = Arc::new(Pkcs11Vault::open(token.config())?);
     println!("backend: {:?}", vault.info());
 
     let key = vault
-        .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "example-signing")?)
+        .generate(&KeySpec::new(
+            Algorithm::EcdsaP256Sha256,
+            "example-signing",
+        )?)
         .await?;
     // From here on, only a signing handle: it can sign and show its public key, nothing else.
     let signer = SigningKey::from_info(vault, key)?;
@@ -30,7 +35,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("key:       {} ({})", signer.key_ref(), signer.algorithm());
     println!("public:\n{}", signer.public_key().to_pem());
     println!("message:   {message:?}");
-    println!("signature: {}", hex::encode(signature.to_der().unwrap_or_default()));
+    println!(
+        "signature: {}",
+        hex::encode(signature.to_der().unwrap_or_default())
+    );
     println!("verified with the p256 crate: ok");
     Ok(())
 }

@@ -76,9 +76,20 @@ impl PostgresRegistry {
     /// [`PostgresRegistry::connect`] with at most `max_connections` connections (at least 1).
     pub async fn connect_with(url: &str, max_connections: usize) -> Result<Self, Error> {
         let mut config = Config::from_str(url).map_err(|e| {
-            // The parser's messages quote at most one character of the input; drop even that.
-            let _ = e;
-            Error::Storage("invalid PostgreSQL connection URL".to_owned())
+            // Only the parser's messages that name an option, never one that quotes the input.
+            let cause = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let names_an_option = cause.starts_with("invalid value for option `")
+                || cause.starts_with("unknown option `");
+            Error::Storage(format!(
+                "invalid PostgreSQL connection URL{}",
+                if names_an_option {
+                    format!(": {cause}")
+                } else {
+                    String::new()
+                }
+            ))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -843,6 +854,13 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("u@127.0.0.1:1/db"), "{err}");
+        let err = PostgresRegistry::connect("postgres://u:SECRETPW@h:notaport/db")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "registry storage: invalid PostgreSQL connection URL: invalid value for option `port`"
+        );
     }
 
     #[test]

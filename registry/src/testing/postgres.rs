@@ -178,6 +178,9 @@ impl Cluster {
                 "listen_addresses=127.0.0.1",
                 "-c",
                 "max_connections=300",
+                // Many clusters run at once under nextest; each needs little memory.
+                "-c",
+                "shared_buffers=16MB",
                 // Durability is the server's business, not what these tests check.
                 "-c",
                 "fsync=off",

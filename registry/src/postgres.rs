@@ -6,8 +6,9 @@
 //!   gap-free. A create races on the primary key (`INSERT … ON CONFLICT DO NOTHING`, which
 //!   waits for a concurrent insert of the same name to commit or roll back). Each
 //!   transaction locks at most one key row, so writers cannot deadlock.
-//! - Reads of a whole record (`get`, `list`) run in one REPEATABLE READ, READ ONLY
-//!   transaction: the key and its versions come from the same snapshot.
+//! - `get` reads the key and its versions in one statement (one snapshot, one round trip);
+//!   `list` runs its two in one REPEATABLE READ, READ ONLY transaction.
+//! - Each pooled connection prepares a statement once and reuses it.
 //! - The schema is [`migrations`](crate::migrations) rendered for [`Dialect::Postgres`],
 //!   applied in one transaction under a transaction-scoped advisory lock, so nodes starting
 //!   at once migrate exactly once.
@@ -152,6 +153,32 @@ impl Conn<'_> {
 
     fn client(&mut self) -> &mut Client {
         &mut self.pooled().client
+    }
+
+    /// Runs one statement (prepared once per connection) outside a transaction.
+    async fn query(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, Error> {
+        let pool = self.pool;
+        let Pooled { client, statements } = self.pooled();
+        let statement = match statements.get(sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = client
+                    .prepare(sql)
+                    .await
+                    .map_err(|e| pool.error(what, &e))?;
+                statements.insert(sql.to_owned(), statement.clone());
+                statement
+            }
+        };
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| pool.error(what, &e))
     }
 
     /// Starts the transaction of operation `what`: READ COMMITTED for writes, or one
@@ -350,6 +377,16 @@ const ALL_KEYS: &str = "SELECT name, algorithm, backend, owner_uid, labels, stat
 // …and version rows as these (see `version_record`).
 const VERSIONS_OF: &str = "SELECT key_name, version, state, hsm_label, key_ref, public_key,
         created_at FROM key_versions WHERE key_name = $1 ORDER BY version";
+// A whole record in one statement (so from one snapshot, in one round trip): the key's
+// columns, then its versions' (NULL for a key without versions).
+const RECORD: &str = "SELECT k.name, k.algorithm, k.backend, k.owner_uid, k.labels, k.state,
+        k.created_at, k.expires_at, v.key_name, v.version, v.state, v.hsm_label, v.key_ref,
+        v.public_key, v.created_at
+        FROM keys k LEFT JOIN key_versions v ON v.key_name = k.name
+        WHERE k.name = $1 ORDER BY v.version";
+const PENDING: &str = "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm,
+        v.created_at FROM key_versions v JOIN keys k ON k.name = v.key_name
+        WHERE v.state = 'pending' ORDER BY v.key_name COLLATE \"C\", v.version";
 const ALL_VERSIONS: &str = "SELECT key_name, version, state, hsm_label, key_ref, public_key,
         created_at FROM key_versions ORDER BY version";
 
@@ -380,20 +417,25 @@ fn key_record(row: &Row) -> Result<KeyRecord, Error> {
 
 /// A version row (selected as in [`VERSIONS_OF`]) and the name of its key.
 fn version_record(row: &Row) -> Result<(String, VersionRecord), Error> {
+    version_record_at(row, 0)
+}
+
+/// The version columns of `row` from column `at` on, in [`VERSIONS_OF`]'s order.
+fn version_record_at(row: &Row, at: usize) -> Result<(String, VersionRecord), Error> {
     let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a version row: {e}"));
-    let name: String = row.try_get(0).map_err(get)?;
-    let version: i64 = row.try_get(1).map_err(get)?;
-    let state: String = row.try_get(2).map_err(get)?;
+    let name: String = row.try_get(at).map_err(get)?;
+    let version: i64 = row.try_get(at + 1).map_err(get)?;
+    let state: String = row.try_get(at + 2).map_err(get)?;
     let record = VersionRecord {
         version: u32::try_from(version)
             .map_err(|_| corrupt(format!("version {version} of {name:?}")))?,
         state: state
             .parse()
             .map_err(|e| corrupt(format!("version {version} of {name:?}: {e}")))?,
-        hsm_label: row.try_get(3).map_err(get)?,
-        key_ref: row.try_get(4).map_err(get)?,
-        public_key: row.try_get(5).map_err(get)?,
-        created_at: row.try_get(6).map_err(get)?,
+        hsm_label: row.try_get(at + 3).map_err(get)?,
+        key_ref: row.try_get(at + 4).map_err(get)?,
+        public_key: row.try_get(at + 5).map_err(get)?,
+        created_at: row.try_get(at + 6).map_err(get)?,
     };
     Ok((name, record))
 }
@@ -704,17 +746,7 @@ impl Registry for PostgresRegistry {
 
     async fn pending(&self) -> Result<Vec<Pending>, Error> {
         let mut conn = self.pool.get().await?;
-        let mut tx = conn.begin("pending", true).await?;
-        let rows = tx
-            .query(
-                "SELECT v.key_name, v.version, v.hsm_label, k.backend, k.algorithm, v.created_at
-                 FROM key_versions v JOIN keys k ON k.name = v.key_name
-                 WHERE v.state = $1
-                 ORDER BY v.key_name COLLATE \"C\", v.version",
-                &[&VersionState::Pending.as_str()],
-            )
-            .await?;
-        tx.commit().await?;
+        let rows = conn.query("pending", PENDING, &[]).await?;
         let get = |e: tokio_postgres::Error| Error::Storage(format!("reading a pending row: {e}"));
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -736,10 +768,20 @@ impl Registry for PostgresRegistry {
     async fn get(&self, name: &str) -> Result<KeyRecord, Error> {
         validate_name(name)?;
         let mut conn = self.pool.get().await?;
-        // One snapshot for the key and its versions.
-        let mut tx = conn.begin("get", true).await?;
-        let record = tx.load(name, false).await?;
-        tx.commit().await?;
+        let rows = conn.query("get", RECORD, &[&name]).await?;
+        let Some(first) = rows.first() else {
+            return Err(Error::NotFound(name.to_owned()));
+        };
+        let mut record = key_record(first)?;
+        for row in &rows {
+            let has_version = row
+                .try_get::<_, Option<i64>>(9)
+                .map_err(|e| Error::Storage(format!("reading a version row: {e}")))?
+                .is_some();
+            if has_version {
+                record.versions.push(version_record_at(row, 8)?.1);
+            }
+        }
         Ok(record)
     }
 

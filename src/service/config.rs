@@ -113,7 +113,7 @@ pub struct Config {
     pub socket: PathBuf,
     /// The socket's permission bits.
     pub socket_mode: u32,
-    /// Registry location: `sqlite:<path>`.
+    /// Registry location: `sqlite:<path>` or `postgres://…` (feature `postgres`).
     pub registry: String,
     /// The audit log.
     pub audit_log: PathBuf,
@@ -186,10 +186,17 @@ impl Config {
         let registry = file
             .registry
             .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("registry.db").display()));
-        if !registry.starts_with("sqlite:") {
-            return Err(ConfigError::Invalid(format!(
-                "registry {registry:?}: only sqlite:<path> is supported by this build"
-            )));
+        let postgres = registry.starts_with("postgres://") || registry.starts_with("postgresql://");
+        if postgres && !cfg!(feature = "postgres") {
+            return Err(ConfigError::Invalid(
+                "registry: this build has no PostgreSQL support (build with --features postgres)"
+                    .into(),
+            ));
+        }
+        if !registry.starts_with("sqlite:") && !postgres {
+            return Err(ConfigError::Invalid(
+                "registry: expected sqlite:<path> or postgres://user@host/db".into(),
+            ));
         }
         let mut backends = file.backends;
         if backends.is_empty() {
@@ -232,6 +239,11 @@ impl Config {
             default_backend,
             backends,
         })
+    }
+
+    /// True when the registry may be shared with other service nodes.
+    pub fn shared_registry(&self) -> bool {
+        !self.registry.starts_with("sqlite:")
     }
 
     /// The SQLite path of the registry.
@@ -291,6 +303,10 @@ pin = { env = "KW_PIN" }
             "{e}"
         );
         let e = Config::from_toml("registry = \"mysql://x\"").unwrap_err();
-        assert!(e.to_string().contains("only sqlite"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("expected sqlite:<path> or postgres://"),
+            "{e}"
+        );
     }
 }

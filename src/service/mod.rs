@@ -74,6 +74,10 @@ pub const RECORD_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs
 
 type RecordCache = std::collections::HashMap<String, (std::time::Instant, Arc<KeyRecord>)>;
 
+/// How old a pending key version on a shared registry must be before a starting node settles
+/// it (a creation takes seconds; this leaves room for slow HSMs and clock skew).
+pub const RECOVERY_GRACE_SECS: i64 = 300;
+
 /// The service.
 #[derive(Debug)]
 pub struct Service {
@@ -163,6 +167,7 @@ impl Service {
         registry: Arc<dyn Registry>,
         policy: Policy,
         audit: AuditLog,
+        shared_registry: bool,
     ) -> Result<Self, ServiceError> {
         let service = Self {
             backends,
@@ -172,7 +177,7 @@ impl Service {
             audit,
             records: std::sync::RwLock::default(),
         };
-        service.recover().await?;
+        service.recover(shared_registry).await?;
         Ok(service)
     }
 
@@ -193,8 +198,18 @@ impl Service {
 
     /// Phase two of crash-safe creation, after a crash: a pending version whose HSM key exists
     /// (found by the label chosen before it was made) is completed; one without is dropped.
-    async fn recover(&self) -> Result<(), ServiceError> {
-        let pending = self.registry.pending().await?;
+    ///
+    /// On a registry shared with other nodes, a young pending version may be another node's
+    /// creation in progress: only versions older than [`RECOVERY_GRACE_SECS`] are settled.
+    async fn recover(&self, shared_registry: bool) -> Result<(), ServiceError> {
+        let now = now();
+        let pending: Vec<_> = self
+            .registry
+            .pending()
+            .await?
+            .into_iter()
+            .filter(|p| !shared_registry || now - p.created_at >= RECOVERY_GRACE_SECS)
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }

@@ -90,17 +90,41 @@ pub async fn build(config: &Config) -> Result<Arc<Service>, ServerError> {
     prepare_data_dir(config)?;
     let policy = Policy::open(&config.policy_dir, current_uid())?;
     let backends = backends::open_all(config).await?;
-    let registry = SqliteRegistry::open(&config.registry_path())?;
+    let registry: Arc<dyn keywarden_registry::Registry> = if config.shared_registry() {
+        open_shared_registry(&config.registry).await?
+    } else {
+        Arc::new(SqliteRegistry::open(&config.registry_path())?)
+    };
     let audit = AuditLog::open(&config.audit_log, config.audit_fsync)?;
     let service = Service::new(
         backends,
         config.default_backend.clone(),
-        Arc::new(registry),
+        registry,
         policy,
         audit,
+        config.shared_registry(),
     )
     .await?;
     Ok(Arc::new(service))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_shared_registry(
+    url: &str,
+) -> Result<Arc<dyn keywarden_registry::Registry>, ServerError> {
+    Ok(Arc::new(
+        keywarden_registry::PostgresRegistry::connect(url).await?,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_shared_registry(
+    _url: &str,
+) -> Result<Arc<dyn keywarden_registry::Registry>, ServerError> {
+    // Config::resolve refuses postgres:// without the feature; this is unreachable in practice.
+    Err(ServerError::Serve(
+        "this build has no PostgreSQL support".into(),
+    ))
 }
 
 /// Binds the socket: refuses if another service answers on it, replaces a stale one.

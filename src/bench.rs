@@ -49,17 +49,23 @@ fn row(mode: &'static str, clients: usize, elapsed: Duration, mut lat: Vec<Durat
 
 const MESSAGE: &[u8] = b"keywarden bench: a 64-byte message to sign, as a release digest..";
 
-async fn in_process(vault: Arc<dyn Vault>, key: KeyRef, clients: usize, dur: Duration) -> Row {
+/// Runs `clients` concurrent loops of `op` for `dur`; each loop stops at the first failure.
+async fn drive<Op, Fut>(mode: &'static str, dur: Duration, ops: Vec<Op>) -> Row
+where
+    Op: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let clients = ops.len();
     let start = Instant::now();
     let deadline = start + dur;
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (vault, key) = (Arc::clone(&vault), key.clone());
+    let tasks: Vec<_> = ops
+        .into_iter()
+        .map(|mut op| {
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    if vault.sign(&key, MESSAGE).await.is_err() {
+                    if !op().await {
                         break;
                     }
                     lat.push(t.elapsed());
@@ -72,7 +78,20 @@ async fn in_process(vault: Arc<dyn Vault>, key: KeyRef, clients: usize, dur: Dur
     for t in tasks {
         all.extend(t.await.unwrap_or_default());
     }
-    row("in-process", clients, start.elapsed(), all)
+    row(mode, clients, start.elapsed(), all)
+}
+
+async fn in_process(vault: Arc<dyn Vault>, key: KeyRef, clients: usize, dur: Duration) -> Row {
+    let ops = (0..clients)
+        .map(|_| {
+            let (vault, key) = (Arc::clone(&vault), key.clone());
+            move || {
+                let (vault, key) = (Arc::clone(&vault), key.clone());
+                async move { vault.sign(&key, MESSAGE).await.is_ok() }
+            }
+        })
+        .collect();
+    drive("in-process", dur, ops).await
 }
 
 async fn service_direct(
@@ -81,63 +100,35 @@ async fn service_direct(
     clients: usize,
     dur: Duration,
 ) -> Row {
-    let start = Instant::now();
-    let deadline = start + dur;
     let me = Caller::this_process();
-    let tasks: Vec<_> = (0..clients)
+    let ops = (0..clients)
         .map(|_| {
             let (service, name, me) = (Arc::clone(&service), name.to_owned(), me.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    if service.sign(&me, &name, MESSAGE).await.is_err() {
-                        break;
-                    }
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
+            move || {
+                let (service, name, me) = (Arc::clone(&service), name.clone(), me.clone());
+                async move { service.sign(&me, &name, MESSAGE).await.is_ok() }
+            }
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    row("service", clients, start.elapsed(), all)
+    drive("service", dur, ops).await
 }
 
 async fn socket(clients: Vec<Client>, name: &str, dur: Duration) -> Row {
-    let n = clients.len();
-    let start = Instant::now();
-    let deadline = start + dur;
-    let tasks: Vec<_> = clients
+    let ops = clients
         .into_iter()
         .map(|c| {
             let name = name.to_owned();
-            tokio::spawn(async move {
+            move || {
                 let mut rpc = c.rpc();
-                let mut lat = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let req = pb::SignRequest {
-                        name: name.clone(),
-                        message: MESSAGE.to_vec(),
-                    };
-                    if rpc.sign(req).await.is_err() {
-                        break;
-                    }
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
+                let req = pb::SignRequest {
+                    name: name.clone(),
+                    message: MESSAGE.to_vec(),
+                };
+                async move { rpc.sign(req).await.is_ok() }
+            }
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    row("socket", n, start.elapsed(), all)
+    drive("socket", dur, ops).await
 }
 
 /// Runs the benchmark on a throw-away data directory with the embedded backend (or the

@@ -49,6 +49,11 @@ enum Command {
         /// Lock all memory (mlockall, on fault) so that secrets are never swapped out.
         #[arg(long, env = "KEYWARDEN_MLOCK")]
         mlock: bool,
+        /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
+        /// Off by default; overrides `metrics` in the config. No authentication: keep it on
+        /// loopback.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Ask the running service whether it and its backends are healthy (exit 0 if so).
     Health,
@@ -298,6 +303,7 @@ async fn run(cli: Cli) -> Result<()> {
             check_config,
             allow_root,
             mlock,
+            metrics,
         } => {
             let hardening = HardeningOptions {
                 allow_root: *allow_root,
@@ -307,6 +313,7 @@ async fn run(cli: Cli) -> Result<()> {
                 path.as_deref(),
                 *check_config,
                 cli.socket.clone(),
+                *metrics,
                 hardening,
             )
             .await
@@ -410,11 +417,15 @@ async fn serve(
     path: Option<&Path>,
     check: bool,
     socket: Option<PathBuf>,
+    metrics: Option<std::net::SocketAddr>,
     hardening: HardeningOptions,
 ) -> Result<()> {
     let mut config = config::Config::load(path)?;
     if let Some(s) = socket {
         config.socket = s;
+    }
+    if metrics.is_some() {
+        config.metrics = metrics;
     }
     if check {
         server::build(&config).await?;

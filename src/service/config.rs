@@ -9,6 +9,7 @@
 //! audit_fsync = false
 //! policy_dir = "/etc/keywarden/policies"
 //! default_backend = "hsm"
+//! metrics = "127.0.0.1:9464"             # Prometheus endpoint; off unless set (or --metrics)
 //!
 //! [backends.hsm]
 //! kind = "pkcs11"
@@ -100,6 +101,7 @@ struct FileConfig {
     audit_fsync: bool,
     policy_dir: Option<PathBuf>,
     default_backend: Option<String>,
+    metrics: Option<std::net::SocketAddr>,
     #[serde(default)]
     backends: BTreeMap<String, BackendConfig>,
 }
@@ -125,6 +127,8 @@ pub struct Config {
     pub default_backend: String,
     /// Every backend by name.
     pub backends: BTreeMap<String, BackendConfig>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The data directory from `$KEYWARDEN_HOME`, else `./.keywarden`.
@@ -238,6 +242,7 @@ impl Config {
             registry,
             default_backend,
             backends,
+            metrics: file.metrics,
         })
     }
 
@@ -263,6 +268,15 @@ mod tests {
         assert_eq!(c.socket_mode, 0o660);
         assert_eq!(c.default_backend, "sim");
         assert_eq!(c.registry_path(), PathBuf::from("/tmp/kw/registry.db"));
+        assert_eq!(c.metrics, None, "the metrics endpoint is off by default");
+    }
+
+    #[test]
+    fn metrics_address_parses_and_a_bad_one_is_refused() {
+        let c = Config::from_toml("metrics = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = Config::from_toml("metrics = \"localhost\"").unwrap_err();
+        assert!(e.to_string().contains("metrics"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod backends;
 pub mod config;
 pub mod hardening;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 
@@ -22,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use self::audit::{AuditLog, Entry};
 use self::identity::Caller;
+use self::metrics::{Metrics, Outcome};
 use self::policy::{Action, KeyFacts, Policy, Verdict};
 
 /// What a request can fail with.
@@ -87,6 +89,7 @@ pub struct Service {
     policy: Policy,
     audit: AuditLog,
     records: std::sync::RwLock<RecordCache>,
+    metrics: Metrics,
 }
 
 /// Seconds since the Unix epoch.
@@ -176,6 +179,7 @@ impl Service {
             policy,
             audit,
             records: std::sync::RwLock::default(),
+            metrics: Metrics::new(),
         };
         service.recover(shared_registry).await?;
         Ok(service)
@@ -194,6 +198,19 @@ impl Service {
     /// The default backend's name.
     pub fn default_backend(&self) -> &str {
         &self.default_backend
+    }
+
+    /// What the service counts (served by [`metrics::serve`] when enabled).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Appends one audit line and records how long that took.
+    fn append_audit(&self, entry: &Entry<'_>) -> Result<(), audit::AuditError> {
+        let started = std::time::Instant::now();
+        let written = self.audit.append(entry);
+        self.metrics.audit_write(started.elapsed());
+        written
     }
 
     /// Phase two of crash-safe creation, after a crash: a pending version whose HSM key exists
@@ -269,7 +286,7 @@ impl Service {
             None => "ok".to_string(),
             Some(e) => format!("error: {e}"),
         };
-        self.audit.append(&Entry {
+        self.append_audit(&Entry {
             caller: trail.caller,
             action: trail.action.name(),
             key: Some(trail.key),
@@ -283,7 +300,8 @@ impl Service {
     }
 
     /// Runs `op` under policy and audit: decides on `record`, and whatever happens, writes one
-    /// audit line before returning. If the line cannot be written, the request fails.
+    /// audit line before returning. If the line cannot be written, the request fails. Every
+    /// request is counted and timed here, by operation, backend and result.
     async fn guarded<T, F, Fut>(
         &self,
         mut trail: Trail<'_>,
@@ -294,6 +312,7 @@ impl Service {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(T, Option<u32>), ServiceError>>,
     {
+        let started = std::time::Instant::now();
         let verdict = self.policy.decide(trail.caller, trail.action, record);
         let allowed = verdict.allowed;
         if !verdict.errors.is_empty() {
@@ -324,7 +343,19 @@ impl Service {
         ) {
             self.forget(trail.key);
         }
-        self.write_audit(&trail, result.as_ref().err())?;
+        let audited = self.write_audit(&trail, result.as_ref().err());
+        let outcome = match (&result, &audited) {
+            (Err(ServiceError::Denied { .. }), _) => Outcome::Denied,
+            (Ok(_), Ok(())) => Outcome::Ok,
+            _ => Outcome::Error,
+        };
+        self.metrics.request(
+            trail.action.name(),
+            record.backend,
+            outcome,
+            started.elapsed(),
+        );
+        audited?;
         result
     }
 
@@ -352,6 +383,7 @@ impl Service {
         if let Some(r) = self.cached(name) {
             return Ok(r);
         }
+        let started = std::time::Instant::now();
         match self.registry.get(name).await {
             Ok(r) => {
                 let r = Arc::new(r);
@@ -362,8 +394,12 @@ impl Service {
                 Ok(r)
             }
             Err(e) => {
+                // Unknown key (or registry failure): no backend to name.
                 let err = ServiceError::from(e);
-                self.write_audit(&Self::trail(caller, action, name), Some(&err))?;
+                let audited = self.write_audit(&Self::trail(caller, action, name), Some(&err));
+                self.metrics
+                    .request(action.name(), "", Outcome::Error, started.elapsed());
+                audited?;
                 Err(err)
             }
         }
@@ -577,6 +613,7 @@ impl Service {
         caller: &Caller,
         include_destroyed: bool,
     ) -> Result<Vec<KeyRecord>, ServiceError> {
+        let started = std::time::Instant::now();
         let all = self.registry.list().await;
         let result = all.map_err(ServiceError::from).map(|keys| {
             keys.into_iter()
@@ -588,7 +625,7 @@ impl Service {
                 })
                 .collect::<Vec<_>>()
         });
-        self.audit.append(&Entry {
+        let audited = self.append_audit(&Entry {
             caller,
             action: "ListKeys",
             key: None,
@@ -597,7 +634,15 @@ impl Service {
             policies: &[],
             result: if result.is_ok() { "ok" } else { "error" },
             message_sha256: None,
-        })?;
+        });
+        let outcome = if result.is_ok() && audited.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        };
+        self.metrics
+            .request("ListKeys", "", outcome, started.elapsed());
+        audited?;
         result
     }
 

@@ -16,6 +16,7 @@ use crate::service::backends::{self, sim_pin_path};
 use crate::service::config::{BackendConfig, Config};
 use crate::service::hardening::{self, HardeningError, HardeningOptions};
 use crate::service::identity::current_uid;
+use crate::service::metrics;
 use crate::service::policy::{DEFAULT_POLICIES, Policy};
 use crate::service::{Service, ServiceError};
 
@@ -60,6 +61,9 @@ pub enum ServerError {
     /// Process hardening or socket activation failed.
     #[error(transparent)]
     Hardening(#[from] HardeningError),
+    /// The metrics endpoint could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] metrics::BindError),
 }
 
 fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
@@ -195,8 +199,12 @@ pub fn describe(config: &Config) -> String {
             other => format!("{n} ({})", other.kind()),
         })
         .collect();
+    let metrics = match config.metrics {
+        Some(addr) => format!("; metrics on http://{addr}/metrics"),
+        None => String::new(),
+    };
     format!(
-        "keywarden serving on {} (mode {:o}); data {}; registry {}; audit log {}; policies {}; backends: {}; default backend {}",
+        "keywarden serving on {} (mode {:o}); data {}; registry {}; audit log {}; policies {}; backends: {}; default backend {}{metrics}",
         config.socket.display(),
         config.socket_mode,
         config.data_dir.display(),
@@ -214,6 +222,16 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
     let report = hardening::harden(hardening)?;
     tracing::info!("{report}");
     let service = build(&config).await?;
+    // Bound before the socket, so that a taken address stops start-up with nothing to undo.
+    let metrics_listener = match config.metrics {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the metrics endpoint has no authentication and listens beyond loopback");
+            }
+            Some(metrics::bind(addr).await?)
+        }
+        None => None,
+    };
     let (listener, own_socket) = match hardening::activated_listener()? {
         Some(l) => {
             let l = UnixListener::from_std(l).map_err(|e| ServerError::Socket {
@@ -229,6 +247,9 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
         ),
     };
     tracing::info!("{}", describe(&config));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(metrics::serve(Arc::clone(&service), l));
+    }
     {
         let service = Arc::clone(&service);
         tokio::spawn(async move {

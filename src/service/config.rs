@@ -106,8 +106,8 @@ struct FileConfig {
     backends: BTreeMap<String, BackendConfig>,
 }
 
-/// The resolved configuration: every path decided.
-#[derive(Clone, Debug)]
+/// The resolved configuration: every path decided. `Debug` hides a registry password.
+#[derive(Clone)]
 pub struct Config {
     /// Data directory (registry, audit log, policies, the sim token by default).
     pub data_dir: PathBuf,
@@ -129,6 +129,44 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: no endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("socket", &self.socket)
+            .field("socket_mode", &format_args!("{:o}", self.socket_mode))
+            .field("registry", &redact_registry(&self.registry))
+            .field("audit_log", &self.audit_log)
+            .field("audit_fsync", &self.audit_fsync)
+            .field("policy_dir", &self.policy_dir)
+            .field("default_backend", &self.default_backend)
+            .field("backends", &self.backends)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+/// A registry location fit for logs: the password of a `postgres://user:password@…` URL or of
+/// a libpq `password=…` setting is replaced by `***`.
+pub fn redact_registry(registry: &str) -> String {
+    if let Some((scheme, rest)) = registry.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return registry.to_owned();
+    }
+    registry
+        .split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The data directory from `$KEYWARDEN_HOME`, else `./.keywarden`.
@@ -260,6 +298,25 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_passwords_never_show() {
+        assert_eq!(
+            redact_registry("postgres://kw:s3cret@db.example:5432/keys"),
+            "postgres://kw:***@db.example:5432/keys"
+        );
+        assert_eq!(
+            redact_registry("host=/run/postgresql user=kw password=s3cret dbname=keys"),
+            "host=/run/postgresql user=kw password=*** dbname=keys"
+        );
+        assert_eq!(
+            redact_registry("sqlite:/var/lib/kw/registry.db"),
+            "sqlite:/var/lib/kw/registry.db"
+        );
+        let mut c = Config::from_toml("data_dir = \"/tmp/kw\"").unwrap();
+        c.registry = "postgres://kw:s3cret@db/keys".into();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
 
     #[test]
     fn defaults_need_nothing() {

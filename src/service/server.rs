@@ -208,7 +208,7 @@ pub fn describe(config: &Config) -> String {
         config.socket.display(),
         config.socket_mode,
         config.data_dir.display(),
-        config.registry,
+        crate::service::config::redact_registry(&config.registry),
         config.audit_log.display(),
         config.policy_dir.display(),
         backends.join(", "),

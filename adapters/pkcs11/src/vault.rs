@@ -292,10 +292,10 @@ impl Vault for Pkcs11Vault {
 
     async fn sign(&self, key: &KeyRef, message: &[u8]) -> VaultResult<Signature> {
         check_message(message)?;
-        // The digest for ECDSA is computed here, host-side (SoftHSM2 has no CKM_ECDSA_SHA256);
-        // Ed25519 signs the message itself.
-        let digest: [u8; 32] = Sha256::digest(message).into();
-        let ed_message: Arc<[u8]> = Arc::from(message);
+        // One copy, because the blocking closure must own its input. ECDSA hashes it host-side
+        // (SoftHSM2 has no CKM_ECDSA_SHA256) once the key's algorithm is known; Ed25519 signs
+        // the message itself, so neither algorithm pays for the other's work.
+        let message: Arc<[u8]> = Arc::from(message);
         let inner = Arc::clone(&self.inner);
         let key = key.clone();
         let not_found = self.not_found(&key);
@@ -306,12 +306,13 @@ impl Vault for Pkcs11Vault {
                     let algorithm = found.info.algorithm;
                     let raw = match algorithm {
                         Algorithm::EcdsaP256Sha256 => {
+                            let digest: [u8; 32] = Sha256::digest(&message).into();
                             session.sign(&Mechanism::Ecdsa, found.handle, &digest)?
                         }
                         Algorithm::Ed25519 => session.sign(
                             &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
                             found.handle,
-                            &ed_message,
+                            &message,
                         )?,
                         _ => {
                             return Err(VaultError::UnsupportedAlgorithm(format!(

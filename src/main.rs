@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use keywarden::client::Client;
+use keywarden::client::{Client, Target, TlsFiles};
 use keywarden::proto::v1 as pb;
 use keywarden::service::hardening::{self, HardeningOptions};
 use keywarden::service::{audit, config, policy, server};
@@ -26,6 +26,19 @@ struct Cli {
     /// The service socket (default: $KEYWARDEN_SOCKET, else <data dir>/keywarden.sock).
     #[arg(long, global = true, env = "KEYWARDEN_SOCKET")]
     socket: Option<PathBuf>,
+    /// Talk to a remote service over mutual TLS instead of the socket: https://host:port.
+    /// Needs --tls-ca, --tls-cert and --tls-key.
+    #[arg(long, global = true, env = "KEYWARDEN_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+    /// The CA (PEM) that issued the service's TLS certificate.
+    #[arg(long, global = true, env = "KEYWARDEN_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM); its URI SAN or subject is the Cedar principal.
+    #[arg(long, global = true, env = "KEYWARDEN_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "KEYWARDEN_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -296,6 +309,32 @@ fn socket_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| config::default_socket(&config::default_data_dir()))
 }
 
+/// The service this invocation talks to: --endpoint (mutual TLS) or the socket.
+fn target(cli: &Cli) -> Result<Target> {
+    let Some(endpoint) = &cli.endpoint else {
+        if cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_key.is_some() {
+            bail!("--tls-ca/--tls-cert/--tls-key need --endpoint https://host:port");
+        }
+        return Ok(Target::Socket(socket_path(cli)));
+    };
+    let need = |v: &Option<PathBuf>, flag: &str| {
+        v.clone()
+            .with_context(|| format!("--endpoint needs {flag} (mutual TLS)"))
+    };
+    Ok(Target::Tls {
+        endpoint: endpoint.clone(),
+        files: TlsFiles {
+            ca: need(&cli.tls_ca, "--tls-ca")?,
+            cert: need(&cli.tls_cert, "--tls-cert")?,
+            key: need(&cli.tls_key, "--tls-key")?,
+        },
+    })
+}
+
+async fn connect(cli: &Cli) -> Result<Client> {
+    Ok(Client::connect_to(&target(cli)?).await?)
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Serve {
@@ -319,11 +358,11 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Health => {
-            println!("{}", hardening::health(&socket_path(&cli)).await?);
+            println!("{}", hardening::health(&target(&cli)?).await?);
             Ok(())
         }
         Command::Key(cmd) => {
-            let client = Client::connect(&socket_path(&cli)).await?;
+            let client = connect(&cli).await?;
             key(&client, cmd, cli.json).await
         }
         Command::Audit(AuditCommand::Verify { file }) => {
@@ -702,7 +741,7 @@ async fn channel_identity(
     cli: &Cli,
     keys: &ChannelKeys,
 ) -> Result<keywarden_channel::ChannelIdentity> {
-    let client = Client::connect(&socket_path(cli)).await?;
+    let client = connect(cli).await?;
     let vault: std::sync::Arc<dyn keywarden_vault::Vault> =
         std::sync::Arc::new(keywarden::client::RemoteVault::new(client).await?);
     Ok(keywarden_channel::cli::open_identity(

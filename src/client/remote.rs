@@ -100,7 +100,7 @@ impl RemoteVault {
             .collect();
         Ok(Self {
             info: BackendInfo {
-                name: format!("keywarden-service:{}", client.socket().display()),
+                name: format!("keywarden-service:{}", client.target()),
                 algorithms,
                 hardware_resident: default.hardware_resident,
             },

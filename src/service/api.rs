@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::proto::v1 as pb;
 use crate::proto::v1::key_service_server::KeyService;
 use crate::service::identity::Caller;
+use crate::service::tls::TlsPeer;
 use crate::service::{Service, ServiceError};
 
 /// The largest request the server decodes: a 1 MiB message plus room for the other fields. A
@@ -30,11 +31,18 @@ impl Api {
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    // A TLS connection carries the identity its verified certificate named; a Unix socket
+    // connection carries the kernel's peer credentials. Nothing else is believed.
+    if let Some(TlsPeer(remote)) = request.extensions().get::<TlsPeer>() {
+        return Ok(Caller::Remote(Arc::clone(remote)));
+    }
     let info = request
         .extensions()
         .get::<UdsConnectInfo>()
         .ok_or_else(|| {
-            Status::unauthenticated("caller identity unavailable: not a Unix socket connection")
+            Status::unauthenticated(
+                "caller identity unavailable: neither a Unix socket nor a verified TLS client",
+            )
         })?;
     let cred = info
         .peer_cred

@@ -314,12 +314,12 @@ mod tests {
     use super::*;
 
     fn caller() -> Caller {
-        Caller {
+        Caller::Local(crate::service::identity::LocalCaller {
             uid: 1000,
             gid: 1000,
             pid: 7,
             exe: "/bin/x".into(),
-        }
+        })
     }
 
     fn write_n(path: &Path, n: usize) {

@@ -11,6 +11,12 @@
 //! default_backend = "hsm"
 //! metrics = "127.0.0.1:9464"             # Prometheus endpoint; off unless set (or --metrics)
 //!
+//! [tls]                                    # remote clients with mutual TLS; off unless set
+//! listen = "0.0.0.0:7443"
+//! cert = "/etc/keywarden/tls/server.crt"
+//! key = "/etc/keywarden/tls/server.key"
+//! client_ca = "/etc/keywarden/tls/clients.crt"
+//!
 //! [backends.hsm]
 //! kind = "pkcs11"
 //! module = "/usr/lib/softhsm/libsofthsm2.so"
@@ -28,6 +34,8 @@ use std::path::{Path, PathBuf};
 
 use keywarden_pkcs11::Pkcs11Config;
 use serde::Deserialize;
+
+pub use crate::service::tls::TlsConfig;
 
 /// Configuration errors.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +110,7 @@ struct FileConfig {
     policy_dir: Option<PathBuf>,
     default_backend: Option<String>,
     metrics: Option<std::net::SocketAddr>,
+    tls: Option<TlsConfig>,
     #[serde(default)]
     backends: BTreeMap<String, BackendConfig>,
 }
@@ -129,6 +138,8 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: no endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The mutual-TLS listener; `None`: the Unix socket only.
+    pub tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -144,6 +155,7 @@ impl std::fmt::Debug for Config {
             .field("default_backend", &self.default_backend)
             .field("backends", &self.backends)
             .field("metrics", &self.metrics)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -281,6 +293,7 @@ impl Config {
             default_backend,
             backends,
             metrics: file.metrics,
+            tls: file.tls,
         })
     }
 

@@ -294,11 +294,11 @@ fn check_listening_unix(fd: impl AsFd) -> Result<(), String> {
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The health probe (`keywarden health`, the container's `HEALTHCHECK`): asks the service on
-/// `socket` for its `Health` (not audited, no key touched) and succeeds only if it answers
+/// `target` for its `Health` (not audited, no key touched) and succeeds only if it answers
 /// within [`HEALTH_TIMEOUT`] and every backend is healthy. Returns a one-line summary.
-pub async fn health(socket: &Path) -> Result<String, HardeningError> {
+pub async fn health(target: &crate::client::Target) -> Result<String, HardeningError> {
     let probe = async {
-        let client = crate::client::Client::connect(socket)
+        let client = crate::client::Client::connect_to(target)
             .await
             .map_err(|e| HardeningError::Unhealthy(e.to_string()))?;
         client
@@ -313,7 +313,7 @@ pub async fn health(socket: &Path) -> Result<String, HardeningError> {
         .map_err(|_| {
             HardeningError::Unhealthy(format!(
                 "no answer from {} within {}s",
-                socket.display(),
+                target,
                 HEALTH_TIMEOUT.as_secs()
             ))
         })??;
@@ -332,7 +332,7 @@ pub async fn health(socket: &Path) -> Result<String, HardeningError> {
     let summary = format!(
         "keywarden {} on {}: backends {}",
         answer.version,
-        socket.display(),
+        target,
         backends.join(", ")
     );
     if answer.backends.iter().all(|b| b.healthy) {
@@ -541,7 +541,8 @@ mod tests {
     #[tokio::test]
     async fn the_health_probe_reports_an_absent_service() {
         let dir = tempfile::tempdir().unwrap();
-        let e = health(&dir.path().join("none.sock")).await.unwrap_err();
+        let target = crate::client::Target::Socket(dir.path().join("none.sock"));
+        let e = health(&target).await.unwrap_err();
         assert!(
             matches!(e, HardeningError::Unhealthy(_)) && e.to_string().contains("none.sock"),
             "{e}"

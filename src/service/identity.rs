@@ -1,11 +1,48 @@
-//! Who is calling: what the kernel says about the peer of a Unix socket, never what the client
-//! says about itself.
+//! Who is calling: what the kernel says about the peer of a Unix socket, or what a verified
+//! client certificate says on the TLS listener; never what the client says about itself.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
-/// A caller, identified by the kernel (`SO_PEERCRED`) and `/proc/<pid>/exe`.
+pub use crate::service::tls::RemoteCaller;
+
+/// A caller: a local process on the Unix socket, or a client on the mutual-TLS listener.
+///
+/// In the audit log a local caller is `{"uid":…,"gid":…,"pid":…,"exe":…}` and a remote one
+/// `{"identity":…,"subject":…,"issuer":…,"fingerprint":…,…}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Caller {
+#[serde(untagged)]
+pub enum Caller {
+    /// A process on this host (Cedar principal `Keywarden::Caller::"uid:<uid>"`).
+    Local(LocalCaller),
+    /// A TLS client (Cedar principal `Keywarden::Client::"<identity>"`).
+    Remote(Arc<RemoteCaller>),
+}
+
+impl Caller {
+    /// A local caller from peer credentials.
+    pub fn from_peer(uid: u32, gid: u32, pid: Option<i32>) -> Self {
+        Self::Local(LocalCaller::from_peer(uid, gid, pid))
+    }
+
+    /// This process, for in-process use (benchmarks, embedded service).
+    pub fn this_process() -> Self {
+        Self::Local(LocalCaller::this_process())
+    }
+
+    /// How error messages and logs name the caller: `uid 1000` or `client spiffe://…`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(c) => format!("uid {}", c.uid),
+            Self::Remote(c) => format!("client {}", c.identity),
+        }
+    }
+}
+
+/// A local caller, identified by the kernel (`SO_PEERCRED`) and `/proc/<pid>/exe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LocalCaller {
     /// Effective user id.
     pub uid: u32,
     /// Effective group id.
@@ -16,7 +53,7 @@ pub struct Caller {
     pub exe: String,
 }
 
-impl Caller {
+impl LocalCaller {
     /// Builds a caller from peer credentials.
     pub fn from_peer(uid: u32, gid: u32, pid: Option<i32>) -> Self {
         let pid = pid.unwrap_or(0);
@@ -63,7 +100,7 @@ mod tests {
 
     #[test]
     fn this_process_is_read_from_the_kernel() {
-        let me = Caller::this_process();
+        let me = LocalCaller::this_process();
         assert_eq!(me.pid, i32::try_from(std::process::id()).unwrap());
         assert!(me.exe.contains("keywarden"), "{me:?}");
         assert_ne!(me.uid, u32::MAX);

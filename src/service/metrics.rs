@@ -7,6 +7,7 @@
 //! | `keywarden_policy_denials_total` | counter | `operation` |
 //! | `keywarden_audit_write_seconds` | histogram | |
 //! | `keywarden_backend_up` | gauge | `backend` (1 answers, 0 does not; probed when scraped) |
+//! | `keywarden_tls_refused_total` | counter | `reason` (`handshake`, `timeout`, `identity`) |
 //!
 //! The endpoint is off unless `--metrics ADDR` or `metrics = "ADDR"` in the config names an
 //! address. It answers `GET /metrics` in the Prometheus text format (0.0.4) and 404 elsewhere,
@@ -76,6 +77,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: String,
 }
@@ -109,6 +115,7 @@ pub struct Metrics {
     denials: Family<OperationLabels, Counter>,
     audit_writes: Histogram,
     backend_up: Family<BackendLabels, Gauge>,
+    tls_refused: Family<ReasonLabels, Counter>,
     last_probe: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -128,6 +135,7 @@ impl Metrics {
         let denials = Family::<OperationLabels, Counter>::default();
         let audit_writes = audit_histogram();
         let backend_up = Family::<BackendLabels, Gauge>::default();
+        let tls_refused = Family::<ReasonLabels, Counter>::default();
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "keywarden_requests",
@@ -154,6 +162,11 @@ impl Metrics {
             "1 if the backend answered its last health probe, 0 if not",
             backend_up.clone(),
         );
+        registry.register(
+            "keywarden_tls_refused",
+            "Connections the mutual-TLS listener turned away, by reason",
+            tls_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -161,6 +174,7 @@ impl Metrics {
             denials,
             audit_writes,
             backend_up,
+            tls_refused,
             last_probe: tokio::sync::Mutex::new(None),
         }
     }
@@ -191,6 +205,13 @@ impl Metrics {
                 .get_or_create(&OperationLabels { operation })
                 .inc();
         }
+    }
+
+    /// Counts one connection the TLS listener refused.
+    pub fn tls_refused(&self, reason: &'static str) {
+        self.tls_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Records the time one audit append took.

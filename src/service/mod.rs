@@ -13,6 +13,7 @@ pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,14 +38,14 @@ pub enum ServiceError {
     #[error(transparent)]
     Registry(#[from] keywarden_registry::Error),
     /// Policy denied the request.
-    #[error("permission denied: {action} on key {key:?} is not permitted for uid {uid}")]
+    #[error("permission denied: {action} on key {key:?} is not permitted for {caller}")]
     Denied {
         /// The action.
         action: &'static str,
         /// The key.
         key: String,
-        /// The caller's uid.
-        uid: u32,
+        /// The caller (`uid 1000`, `client spiffe://…`).
+        caller: String,
     },
     /// The key is in a state that does not allow the operation.
     #[error("{0}")]
@@ -110,6 +111,10 @@ fn random_hsm_label() -> Result<String, ServiceError> {
 
 const MAX_LABELS: usize = 32;
 
+/// The label that records which TLS client created a key (`Keywarden::Client` identity). Labels
+/// under `keywarden.` are the service's own: a caller cannot set them.
+pub const CREATOR_LABEL: &str = "keywarden.creator";
+
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     if labels.len() > MAX_LABELS {
         return Err(ServiceError::Invalid(format!(
@@ -125,6 +130,11 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ServiceError> {
         if !key_ok {
             return Err(ServiceError::Invalid(format!(
                 "label key {k:?}: 1-64 characters of a-z A-Z 0-9 . _ - /"
+            )));
+        }
+        if k.starts_with("keywarden.") {
+            return Err(ServiceError::Invalid(format!(
+                "label key {k:?}: keys under \"keywarden.\" are reserved for the service"
             )));
         }
         if v.len() > 256 || v.chars().any(char::is_control) {
@@ -330,7 +340,7 @@ impl Service {
             Err(ServiceError::Denied {
                 action: trail.action.name(),
                 key: trail.key.to_owned(),
-                uid: trail.caller.uid,
+                caller: trail.caller.describe(),
             })
         };
         if matches!(
@@ -439,6 +449,16 @@ impl Service {
             .into());
         }
         check_labels(&labels)?;
+        let mut labels = labels;
+        let owner_uid = match caller {
+            Caller::Local(c) => c.uid,
+            // A remote client has no uid: the key belongs to the service user, and the
+            // client's identity is recorded in a label only the service can set.
+            Caller::Remote(c) => {
+                labels.insert(CREATOR_LABEL.to_owned(), c.identity.clone());
+                self::identity::current_uid()
+            }
+        };
         let now = now();
         if let Some(t) = expires_at {
             if t <= now {
@@ -452,7 +472,7 @@ impl Service {
             name,
             algorithm: &algorithm_name,
             backend: &backend_name,
-            owner_uid: caller.uid,
+            owner_uid,
             state: "new",
             labels: &labels,
         };
@@ -467,7 +487,7 @@ impl Service {
                     name: name.to_owned(),
                     algorithm: algorithm_for_op,
                     backend: backend_for_op,
-                    owner_uid: caller.uid,
+                    owner_uid,
                     labels: labels_for_op,
                     expires_at,
                     hsm_label: hsm_label.clone(),

@@ -182,7 +182,17 @@ pub fn load_dir(dir: &Path, schema: &Schema) -> Result<(PolicySet, Vec<PathBuf>)
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if !result.validation_passed() {
         let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
-        return Err(PolicyError::Invalid(errors.join("; ")));
+        let mut text = errors.join("; ");
+        if text.contains("Keywarden::Client") || text.contains("Keywarden::Caller") {
+            // The likeliest cause after an upgrade: a policy from before remote (TLS) clients
+            // existed reads `principal.uid` without saying which kind of principal it means.
+            text.push_str(
+                " (hint: a policy that reads attributes of local callers must say so in its \
+                 scope, `principal is Keywarden::Caller`; remote clients are \
+                 `Keywarden::Client`; see policies/default.cedar)",
+            );
+        }
+        return Err(PolicyError::Invalid(text));
     }
     Ok((set, files))
 }
@@ -192,6 +202,44 @@ fn uid(ty: &str, id: &str) -> EntityUid {
     #[allow(clippy::expect_used)]
     let ty = EntityTypeName::from_str(ty).expect("static Cedar type name");
     EntityUid::from_type_name_and_id(ty, EntityId::new(id))
+}
+
+/// The Cedar principal for a caller, and its entity with the attributes the schema declares.
+fn principal_entity(caller: &Caller) -> Result<(EntityUid, Entity), String> {
+    let string = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    let strings = |v: &[String]| RestrictedExpression::new_set(v.iter().map(|s| string(s)));
+    let (principal, attributes) = match caller {
+        Caller::Local(c) => (
+            uid("Keywarden::Caller", &format!("uid:{}", c.uid)),
+            vec![
+                ("uid", RestrictedExpression::new_long(i64::from(c.uid))),
+                ("gid", RestrictedExpression::new_long(i64::from(c.gid))),
+                ("pid", RestrictedExpression::new_long(i64::from(c.pid))),
+                ("exe", string(&c.exe)),
+            ],
+        ),
+        Caller::Remote(c) => (
+            uid("Keywarden::Client", &c.identity),
+            vec![
+                ("identity", string(&c.identity)),
+                ("subject", string(&c.subject)),
+                ("issuer", string(&c.issuer)),
+                ("uris", strings(&c.uris)),
+                ("dns_names", strings(&c.dns_names)),
+                ("fingerprint", string(&c.fingerprint)),
+            ],
+        ),
+    };
+    let entity = Entity::new(
+        principal.clone(),
+        attributes
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        std::collections::HashSet::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((principal, entity))
 }
 
 impl Policy {
@@ -247,29 +295,10 @@ impl Policy {
         action: Action,
         key: &KeyFacts<'_>,
     ) -> Result<Verdict, String> {
-        let principal = uid("Keywarden::Caller", &format!("uid:{}", caller.uid));
         let resource = uid("Keywarden::Key", key.name);
         let action_uid = uid("Keywarden::Action", action.name());
         let long = |v: u32| RestrictedExpression::new_long(i64::from(v));
-        let caller_entity = Entity::new(
-            principal.clone(),
-            [
-                ("uid".to_string(), long(caller.uid)),
-                ("gid".to_string(), long(caller.gid)),
-                (
-                    "pid".to_string(),
-                    RestrictedExpression::new_long(i64::from(caller.pid)),
-                ),
-                (
-                    "exe".to_string(),
-                    RestrictedExpression::new_string(caller.exe.clone()),
-                ),
-            ]
-            .into_iter()
-            .collect(),
-            std::collections::HashSet::new(),
-        )
-        .map_err(|e| e.to_string())?;
+        let (principal, caller_entity) = principal_entity(caller)?;
         let key_entity = Entity::new_with_tags(
             resource.clone(),
             [
@@ -331,12 +360,24 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn caller(uid: u32, gid: u32) -> Caller {
-        Caller {
+        Caller::Local(crate::service::identity::LocalCaller {
             uid,
             gid,
             pid: 42,
             exe: "/usr/bin/test".into(),
-        }
+        })
+    }
+
+    fn client(identity: &str) -> Caller {
+        Caller::Remote(std::sync::Arc::new(crate::service::tls::RemoteCaller {
+            identity: identity.into(),
+            subject: "CN=test client".into(),
+            issuer: "CN=test CA".into(),
+            uris: vec![identity.into()],
+            dns_names: vec![],
+            fingerprint: "00".repeat(32),
+            address: "127.0.0.1:40000".into(),
+        }))
     }
 
     fn with_policies(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Policy, PolicyError>) {
@@ -423,6 +464,92 @@ mod tests {
         let v = p.decide(&caller(1000, 1), Action::Sign, &key(1000, &frozen));
         assert!(!v.allowed);
         assert_eq!(v.policies, vec!["frozen-keys".to_string()]);
+    }
+
+    #[test]
+    fn remote_clients_get_nothing_by_default_and_exactly_what_the_example_grants() {
+        let none = BTreeMap::new();
+        let (_d, p) = with_policies(&[("default.cedar", DEFAULT_POLICIES)]);
+        let p = p.unwrap();
+        let anyone = client("spiffe://example.org/payments/api");
+        for action in [
+            Action::CreateKey,
+            Action::Sign,
+            Action::GetKey,
+            Action::DestroyKey,
+        ] {
+            let v = p.decide(&anyone, action, &key(999, &none));
+            assert!(!v.allowed && v.errors.is_empty(), "{action:?}: {v:?}");
+        }
+
+        let example = include_str!("../../policies/examples/remote-clients.cedar");
+        let (_d, p) = with_policies(&[
+            ("default.cedar", DEFAULT_POLICIES),
+            ("remote.cedar", example),
+        ]);
+        let p = p.unwrap();
+        let creator = client("spiffe://example.org/payments/api");
+        let mine: BTreeMap<_, _> = [(
+            "keywarden.creator".to_string(),
+            "spiffe://example.org/payments/api".to_string(),
+        )]
+        .into();
+        let v = p.decide(&creator, Action::CreateKey, &key(999, &mine));
+        assert_eq!(
+            (v.allowed, v.policies.clone()),
+            (true, vec!["remote-create".to_string()])
+        );
+        assert!(
+            !p.decide(
+                &client("spiffe://example.org/ops/x"),
+                Action::CreateKey,
+                &key(999, &none)
+            )
+            .allowed,
+            "outside the trust-domain path"
+        );
+        for action in [
+            Action::Sign,
+            Action::Agree,
+            Action::RotateKey,
+            Action::DestroyKey,
+        ] {
+            assert!(
+                p.decide(&creator, action, &key(999, &mine)).allowed,
+                "{action:?}"
+            );
+            assert!(
+                !p.decide(
+                    &client("spiffe://example.org/payments/other"),
+                    action,
+                    &key(999, &mine)
+                )
+                .allowed,
+                "{action:?} by another client"
+            );
+        }
+        // The named signer signs team keys it did not create, and does nothing else with them.
+        let team: BTreeMap<_, _> = [("team".to_string(), "payments".to_string())].into();
+        let signer = client("spiffe://example.org/payments/signer");
+        assert!(p.decide(&signer, Action::Sign, &key(999, &team)).allowed);
+        assert!(!p.decide(&signer, Action::Agree, &key(999, &team)).allowed);
+        assert!(!p.decide(&signer, Action::Sign, &key(999, &none)).allowed);
+        // A local caller whose uid owns a key is not a remote client, and vice versa.
+        assert!(
+            p.decide(&caller(1000, 5), Action::Sign, &key(1000, &none))
+                .allowed
+        );
+        assert!(!p.decide(&creator, Action::Sign, &key(1000, &none)).allowed);
+    }
+
+    #[test]
+    fn a_pre_tls_policy_that_reads_principal_uid_unscoped_is_refused_with_a_hint() {
+        let (_d, p) = with_policies(&[(
+            "old.cedar",
+            "permit (principal, action, resource) when { principal.uid == 0 };",
+        )]);
+        let e = p.unwrap_err().to_string();
+        assert!(e.contains("principal is Keywarden::Caller"), "{e}");
     }
 
     #[test]

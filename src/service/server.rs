@@ -18,6 +18,7 @@ use crate::service::hardening::{self, HardeningError, HardeningOptions};
 use crate::service::identity::current_uid;
 use crate::service::metrics;
 use crate::service::policy::{DEFAULT_POLICIES, Policy};
+use crate::service::tls;
 use crate::service::{Service, ServiceError};
 
 /// Start-up and serving errors, each naming the file or setting at fault.
@@ -64,6 +65,9 @@ pub enum ServerError {
     /// The metrics endpoint could not be bound.
     #[error(transparent)]
     Metrics(#[from] metrics::BindError),
+    /// The mutual-TLS listener could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
@@ -92,6 +96,10 @@ fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
 /// This is what `keywarden serve --check-config` runs.
 pub async fn build(config: &Config) -> Result<Arc<Service>, ServerError> {
     prepare_data_dir(config)?;
+    if let Some(t) = &config.tls {
+        // Read and checked here too, so that --check-config catches a bad certificate.
+        tls::server_config(t)?;
+    }
     let policy = Policy::open(&config.policy_dir, current_uid())?;
     let backends = backends::open_all(config).await?;
     let registry: Arc<dyn keywarden_registry::Registry> = if config.shared_registry() {
@@ -162,6 +170,12 @@ pub async fn serve(
     serve_and_remove(service, listener, Some(socket), shutdown).await
 }
 
+fn api(service: Arc<Service>) -> KeyServiceServer<Api> {
+    KeyServiceServer::new(Api::new(service))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES)
+}
+
 /// Serves until `shutdown`; then removes `socket` unless it is `None` (socket activation:
 /// the socket file is systemd's).
 async fn serve_and_remove(
@@ -170,11 +184,8 @@ async fn serve_and_remove(
     socket: Option<&Path>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let api = KeyServiceServer::new(Api::new(service))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_REQUEST_BYTES);
     let result = tonic::transport::Server::builder()
-        .add_service(api)
+        .add_service(api(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| ServerError::Serve(e.to_string()));
@@ -182,6 +193,31 @@ async fn serve_and_remove(
         let _ = std::fs::remove_file(socket);
     }
     result
+}
+
+/// Serves `service` to mutual-TLS clients on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    service: Arc<Service>,
+    listener: tokio::net::TcpListener,
+    config: &tls::TlsConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let server_config = tls::server_config(config)?;
+    let counter = Arc::clone(&service);
+    let incoming = tls::incoming(
+        listener,
+        server_config,
+        std::time::Duration::from_secs(config.handshake_timeout_secs),
+        Arc::new(move |why: tls::Refusal| counter.metrics().tls_refused(why.label())),
+    );
+    tonic::transport::Server::builder()
+        // Remote peers can vanish without a FIN; find out within a minute.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_service(api(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| ServerError::Serve(e.to_string()))
 }
 
 /// A one-line description of where everything is, logged at start.
@@ -199,10 +235,17 @@ pub fn describe(config: &Config) -> String {
             other => format!("{n} ({})", other.kind()),
         })
         .collect();
-    let metrics = match config.metrics {
+    let mut metrics = match config.metrics {
         Some(addr) => format!("; metrics on http://{addr}/metrics"),
         None => String::new(),
     };
+    if let Some(t) = &config.tls {
+        metrics.push_str(&format!(
+            "; mutual TLS on {} (client CA {})",
+            t.listen,
+            t.client_ca.display()
+        ));
+    }
     format!(
         "keywarden serving on {} (mode {:o}); data {}; registry {}; audit log {}; policies {}; backends: {}; default backend {}{metrics}",
         config.socket.display(),
@@ -230,6 +273,10 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
             }
             Some(metrics::bind(addr).await?)
         }
+        None => None,
+    };
+    let tls_listener = match &config.tls {
+        Some(t) => Some(tls::bind(t.listen).await?),
         None => None,
     };
     let (listener, own_socket) = match hardening::activated_listener()? {
@@ -270,7 +317,21 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
             }
         });
     }
-    let shutdown = async {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tls_server = match (tls_listener, &config.tls) {
+        (Some(l), Some(t)) => {
+            let (service, t, mut stopped) = (Arc::clone(&service), t.clone(), stopped.clone());
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                serve_tls(service, l, &t, shutdown).await
+            }))
+        }
+        _ => None,
+    };
+    drop(stopped);
+    let shutdown = async move {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
         match term {
             Ok(mut term) => {
@@ -285,9 +346,18 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
         }
         tracing::info!("shutting down");
         let _ = hardening::notify("STOPPING=1");
+        let _ = stop.send(true);
     };
     if let Err(e) = hardening::notify("READY=1\nSTATUS=serving") {
         tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
-    serve_and_remove(service, listener, own_socket, shutdown).await
+    let unix = serve_and_remove(service, listener, own_socket, shutdown).await;
+    if let Some(task) = tls_server {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the TLS listener failed"),
+            Err(e) => tracing::error!(error = %e, "the TLS listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    unix
 }

@@ -1,0 +1,668 @@
+//! The mutual-TLS listener: who gets in, who does not, and who Cedar sees.
+//!
+//! Each test makes its own PKI with rcgen (a client CA, a server certificate, client
+//! certificates), starts `keywarden serve` with a `[tls]` section on a free loopback port and
+//! talks to it with the CLI, the `Client` library and raw tonic/rustls clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::Service;
+use keywarden::client::{Client, RemoteVault, TlsFiles};
+use keywarden::proto::v1 as pb;
+use keywarden_vault::{Algorithm, KeySpec, Vault as _};
+use p256::ecdsa::signature::Verifier as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+const API: &str = "spiffe://example.org/payments/api";
+const OTHER: &str = "spiffe://example.org/ops/other";
+
+/// A certificate authority that can issue server and client certificates.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Issues a certificate; returns (certificate PEM, key PEM).
+    fn issue(&self, leaf: Leaf<'_>) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        if let Some(cn) = leaf.cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        if let Some(o) = leaf.org {
+            params.distinguished_name.push(DnType::OrganizationName, o);
+        }
+        params.subject_alt_names = leaf.sans;
+        params.extended_key_usages = vec![leaf.usage];
+        params.serial_number = Some(SerialNumber::from(leaf.serial));
+        let now = OffsetDateTime::now_utc();
+        (params.not_before, params.not_after) = match leaf.expired {
+            false => (now - Duration::days(1), now + Duration::days(30)),
+            true => (now - Duration::days(30), now - Duration::days(1)),
+        };
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A CRL revoking `serials`.
+    fn crl(&self, serials: &[u64]) -> String {
+        let now = OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - Duration::hours(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
+struct Leaf<'a> {
+    cn: Option<&'a str>,
+    org: Option<&'a str>,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+    serial: u64,
+    expired: bool,
+}
+
+fn client_leaf(uri: &str, serial: u64) -> Leaf<'static> {
+    Leaf {
+        cn: Some("workload"),
+        org: None,
+        sans: vec![SanType::URI(uri.try_into().unwrap())],
+        usage: ExtendedKeyUsagePurpose::ClientAuth,
+        serial,
+        expired: false,
+    }
+}
+
+/// Writes a certificate/key pair; returns the files a client needs.
+fn write_pair(dir: &Path, name: &str, ca: &Path, (cert, key): (String, String)) -> TlsFiles {
+    let files = TlsFiles {
+        ca: ca.to_path_buf(),
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
+    };
+    std::fs::write(&files.cert, cert).unwrap();
+    std::fs::write(&files.key, key).unwrap();
+    std::fs::set_permissions(
+        &files.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    files
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A service with a TLS listener, a client CA, a server CA, and its policies.
+struct Remote {
+    service: Service,
+    pki: tempfile::TempDir,
+    endpoint: String,
+    client_ca: Ca,
+    server_ca_pem: PathBuf,
+    metrics: u16,
+}
+
+const POLICY: &str = r#"
+@id("payments-api")
+permit (principal == Keywarden::Client::"spiffe://example.org/payments/api", action, resource);
+
+@id("batch-by-subject")
+permit (
+  principal == Keywarden::Client::"CN=batch-signer, O=Example Payments",
+  action in [Keywarden::Action::"read", Keywarden::Action::"use"],
+  resource
+);
+"#;
+
+impl Remote {
+    /// Starts a service whose TLS listener trusts a fresh client CA; `revoked` serials go on
+    /// its CRL.
+    fn start(revoked: &[u64]) -> Self {
+        let pki = tempfile::tempdir().unwrap();
+        let server_ca = Ca::new("keywarden test server CA");
+        let client_ca = Ca::new("keywarden test client CA");
+        let server_ca_pem = pki.path().join("server-ca.crt");
+        std::fs::write(&server_ca_pem, &server_ca.pem).unwrap();
+        let client_ca_pem = pki.path().join("client-ca.crt");
+        std::fs::write(&client_ca_pem, &client_ca.pem).unwrap();
+        let server = write_pair(
+            pki.path(),
+            "server",
+            &server_ca_pem,
+            server_ca.issue(Leaf {
+                cn: Some("keywarden"),
+                org: None,
+                sans: vec![
+                    SanType::DnsName("localhost".try_into().unwrap()),
+                    SanType::IpAddress("127.0.0.1".parse().unwrap()),
+                ],
+                usage: ExtendedKeyUsagePurpose::ServerAuth,
+                serial: 1,
+                expired: false,
+            }),
+        );
+        let crl = pki.path().join("client-ca.crl");
+        std::fs::write(&crl, client_ca.crl(revoked)).unwrap();
+        let policies = pki.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(
+            policies.join("default.cedar"),
+            keywarden::service::policy::DEFAULT_POLICIES,
+        )
+        .unwrap();
+        std::fs::write(policies.join("remote.cedar"), POLICY).unwrap();
+        let (port, metrics) = (free_port(), free_port());
+        let service = Service::start_with(&format!(
+            "policy_dir = \"{}\"\nmetrics = \"127.0.0.1:{metrics}\"\n\
+             [tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             client_ca = \"{}\"\ncrls = [\"{}\"]\n",
+            policies.display(),
+            server.cert.display(),
+            server.key.display(),
+            client_ca_pem.display(),
+            crl.display(),
+        ));
+        Self {
+            service,
+            pki,
+            endpoint: format!("https://127.0.0.1:{port}"),
+            client_ca,
+            server_ca_pem,
+            metrics,
+        }
+    }
+
+    fn client_files(&self, name: &str, leaf: Leaf<'_>) -> TlsFiles {
+        write_pair(
+            self.pki.path(),
+            name,
+            &self.server_ca_pem,
+            self.client_ca.issue(leaf),
+        )
+    }
+
+    /// Runs the CLI against the TLS endpoint (no socket in reach: a bogus one is named).
+    fn cli(&self, files: &TlsFiles, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(common::BIN)
+            .args(["--socket", "/nonexistent/keywarden.sock", "--endpoint"])
+            .arg(&self.endpoint)
+            .arg("--tls-ca")
+            .arg(&files.ca)
+            .arg("--tls-cert")
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.service.audit_log()).unwrap_or_default()
+    }
+
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && s.labels.values().any(|v| v == label))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_valid_client_is_answered_and_the_cedar_principal_is_its_spiffe_id() {
+    let r = Remote::start(&[]);
+    let api = r.client_files("api", client_leaf(API, 10));
+    let other = r.client_files("other", client_leaf(OTHER, 11));
+
+    stdout(&r.cli(&api, &["key", "create", "pay", "--alg", "ecdsa-p256"]));
+    let shown: serde_json::Value =
+        serde_json::from_str(&stdout(&r.cli(&api, &["--json", "key", "show", "pay"]))).unwrap();
+    assert_eq!(shown["labels"]["keywarden.creator"], API, "{shown}");
+
+    // Sign over TLS; verify with p256 against the public key fetched over TLS.
+    let msg = r.pki.path().join("msg");
+    std::fs::write(&msg, b"remote signing over mutual TLS").unwrap();
+    let sig = r.pki.path().join("sig");
+    let pem = r.pki.path().join("pub.pem");
+    stdout(&r.cli(
+        &api,
+        &["key", "public", "pay", "--out", pem.to_str().unwrap()],
+    ));
+    stdout(&r.cli(
+        &api,
+        &[
+            "key",
+            "sign",
+            "pay",
+            "--in",
+            msg.to_str().unwrap(),
+            "--out",
+            sig.to_str().unwrap(),
+        ],
+    ));
+    let vk = <p256::ecdsa::VerifyingKey as p256::pkcs8::DecodePublicKey>::from_public_key_pem(
+        &std::fs::read_to_string(&pem).unwrap(),
+    )
+    .unwrap();
+    let sig = p256::ecdsa::Signature::from_der(&std::fs::read(&sig).unwrap()).unwrap();
+    vk.verify(b"remote signing over mutual TLS", &sig).unwrap();
+
+    // Another valid certificate is another principal: the policy names only the first.
+    let out = r.cli(
+        &other,
+        &["key", "sign", "pay", "--in", msg.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied") && err.contains(&format!("client {OTHER}")),
+        "{err}"
+    );
+    let out = r.cli(&other, &["key", "create", "mine", "--alg", "ecdsa-p256"]);
+    assert!(
+        !out.status.success(),
+        "default policies grant remote clients nothing"
+    );
+
+    // The audit log names the certificate identity, subject, issuer and fingerprint.
+    let audit = r.audit();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sign = lines
+        .iter()
+        .find(|l| l["action"] == "Sign" && l["decision"] == "allow")
+        .expect("an allowed Sign line");
+    assert_eq!(sign["caller"]["identity"], API, "{sign}");
+    assert_eq!(sign["caller"]["issuer"], "CN=keywarden test client CA");
+    assert_eq!(sign["caller"]["fingerprint"].as_str().unwrap().len(), 64);
+    assert_eq!(sign["policies"], serde_json::json!(["payments-api"]));
+    let denied = lines
+        .iter()
+        .find(|l| l["action"] == "Sign" && l["decision"] == "deny")
+        .expect("a denied Sign line");
+    assert_eq!(denied["caller"]["identity"], OTHER);
+    assert!(
+        lines.iter().all(|l| l["caller"].get("uid").is_none()),
+        "no request over TLS may be taken for a local uid: {audit}"
+    );
+}
+
+#[test]
+fn without_a_uri_san_the_subject_dn_is_the_principal() {
+    let r = Remote::start(&[]);
+    let api = r.client_files("api", client_leaf(API, 10));
+    stdout(&r.cli(&api, &["key", "create", "batch", "--alg", "ecdsa-p256"]));
+    let batch = r.client_files(
+        "batch",
+        Leaf {
+            cn: Some("batch-signer"),
+            org: Some("Example Payments"),
+            sans: vec![SanType::DnsName("batch.example.org".try_into().unwrap())],
+            usage: ExtendedKeyUsagePurpose::ClientAuth,
+            serial: 12,
+            expired: false,
+        },
+    );
+    let msg = r.pki.path().join("msg");
+    std::fs::write(&msg, b"batch").unwrap();
+    stdout(&r.cli(
+        &batch,
+        &["key", "sign", "batch", "--in", msg.to_str().unwrap()],
+    ));
+    // read and use only: the policy does not let this subject manage keys.
+    let out = r.cli(&batch, &["key", "disable", "batch"]);
+    assert!(!out.status.success());
+    let audit = r.audit();
+    let line: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["action"] == "Sign")
+        .unwrap();
+    assert_eq!(
+        line["caller"]["identity"],
+        "CN=batch-signer, O=Example Payments"
+    );
+    assert_eq!(
+        line["caller"]["dns_names"],
+        serde_json::json!(["batch.example.org"])
+    );
+    assert_eq!(line["policies"], serde_json::json!(["batch-by-subject"]));
+}
+
+/// A health call through `client`, which must not be answered.
+async fn refused(result: Result<Client, keywarden::client::ClientError>) -> String {
+    let client = match result {
+        Err(e) => return e.to_string(),
+        Ok(c) => c,
+    };
+    match client.rpc().health(pb::HealthRequest {}).await {
+        Ok(answer) => panic!("answered: {answer:?}"),
+        Err(status) => format!("{status:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
+    let r = Remote::start(&[13]);
+    let valid = r.client_files("valid", client_leaf(API, 10));
+
+    // A valid certificate: answered (so the refusals below are about the certificates).
+    let client = Client::connect_tls(&r.endpoint, &valid).await.unwrap();
+    client.rpc().health(pb::HealthRequest {}).await.unwrap();
+
+    // 1. No client certificate at all (rustls client that offers none).
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(&r.server_ca_pem).unwrap());
+    let no_cert = async {
+        let channel = tonic::transport::Endpoint::from_shared(r.endpoint.clone())
+            .unwrap()
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| keywarden::client::ClientError::Connect {
+                target: r.endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+        let rpc = pb::key_service_client::KeyServiceClient::new(channel);
+        match rpc.clone().health(pb::HealthRequest {}).await {
+            Ok(a) => panic!("answered without a certificate: {a:?}"),
+            Err(s) => Err(keywarden::client::ClientError::Status(s)),
+        }
+    };
+    let e: Result<Client, _> = no_cert.await;
+    eprintln!("no certificate: {}", refused(e).await);
+
+    // 2. Certificates from other CAs, with the very identity the policy permits: one CA
+    //    with another name, one that copies the trusted CA's name (but not its key).
+    for (name, ca_name) in [
+        ("stranger", "some other CA"),
+        ("impostor", "keywarden test client CA"),
+    ] {
+        let files = write_pair(
+            r.pki.path(),
+            name,
+            &r.server_ca_pem,
+            Ca::new(ca_name).issue(client_leaf(API, 10)),
+        );
+        eprintln!(
+            "{name}: {}",
+            refused(Client::connect_tls(&r.endpoint, &files).await).await
+        );
+    }
+
+    // 3. Expired.
+    let mut leaf = client_leaf(API, 14);
+    leaf.expired = true;
+    let expired = r.client_files("expired", leaf);
+    eprintln!(
+        "expired: {}",
+        refused(Client::connect_tls(&r.endpoint, &expired).await).await
+    );
+
+    // 4. Revoked (serial 13 is on the CRL).
+    let revoked = r.client_files("revoked", client_leaf(API, 13));
+    eprintln!(
+        "revoked: {}",
+        refused(Client::connect_tls(&r.endpoint, &revoked).await).await
+    );
+
+    // 5. A server certificate used as a client certificate (no clientAuth usage).
+    let mut leaf = client_leaf(API, 15);
+    leaf.usage = ExtendedKeyUsagePurpose::ServerAuth;
+    let wrong_usage = r.client_files("wrong-usage", leaf);
+    eprintln!(
+        "serverAuth only: {}",
+        refused(Client::connect_tls(&r.endpoint, &wrong_usage).await).await
+    );
+
+    // 6. Plaintext HTTP/2 to the TLS port.
+    let plain = tonic::transport::Endpoint::from_shared(r.endpoint.replace("https", "http"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let answer = pb::key_service_client::KeyServiceClient::new(channel)
+            .health(pb::HealthRequest {})
+            .await;
+        assert!(answer.is_err(), "plaintext answered: {answer:?}");
+    }
+
+    // 7. Several URI SANs: the certificate verifies, but names no single identity.
+    let mut leaf = client_leaf(API, 16);
+    leaf.sans.push(SanType::URI(OTHER.try_into().unwrap()));
+    let ambiguous = r.client_files("ambiguous", leaf);
+    eprintln!(
+        "two URI SANs: {}",
+        refused(Client::connect_tls(&r.endpoint, &ambiguous).await).await
+    );
+
+    // The service says why, and counts each refusal.
+    let log = r.service.log();
+    for reason in [
+        "peer sent no certificates",
+        "UnknownIssuer",
+        "BadSignature",
+        "certificate expired",
+        "Revoked",
+        "does not allow extended key usage for client authentication",
+        "InvalidContentType",
+        "2 URI SANs; its identity would be ambiguous",
+    ] {
+        assert!(log.contains(reason), "no {reason:?} in the log: {log}");
+    }
+    let handshakes = r.metric("keywarden_tls_refused_total", "handshake");
+    assert!(
+        handshakes >= 7.0,
+        "handshake refusals counted: {handshakes}"
+    );
+    // (≥: a client whose connection is dropped may try again.)
+    assert!(r.metric("keywarden_tls_refused_total", "identity") >= 1.0);
+    // Nothing reached the service: not one audit line, although every refused certificate
+    // but one claimed the permitted identity.
+    assert_eq!(r.audit(), "", "a refused client left an audit line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_vault_over_tls_signs_and_agrees_like_a_local_one() {
+    let r = Remote::start(&[]);
+    let api = r.client_files("api", client_leaf(API, 10));
+    let vault = RemoteVault::new(Client::connect_tls(&r.endpoint, &api).await.unwrap())
+        .await
+        .unwrap();
+    assert!(vault.info().name.contains(&r.endpoint));
+    let signer = vault
+        .generate(&KeySpec::new(Algorithm::EcdsaP256Sha256, "tls-signer").unwrap())
+        .await
+        .unwrap();
+    let sig = vault.sign(&signer.key_ref, b"over tls").await.unwrap();
+    assert!(keywarden_vault::testing::independent_verify(
+        &signer.public_key,
+        b"over tls",
+        &sig
+    ));
+
+    let agreer = vault
+        .generate(&KeySpec::new(Algorithm::EcdhP256, "tls-agreer").unwrap())
+        .await
+        .unwrap();
+    let (peer_secret, peer_public) = keywarden_vault::testing::software_p256();
+    let shared = vault.agree(&agreer.key_ref, &peer_public).await.unwrap();
+    let expected = keywarden_vault::testing::software_ecdh(&peer_secret, &agreer.public_key);
+    assert_eq!(shared.expose_secret(), expected.as_slice());
+
+    // Concurrency over one TLS connection (HTTP/2 streams).
+    let vault = Arc::new(vault);
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let (vault, key) = (Arc::clone(&vault), signer.key_ref.clone());
+            tokio::spawn(async move { (i, vault.sign(&key, &[i + 1; 32]).await.unwrap()) })
+        })
+        .collect();
+    for t in tasks {
+        let (i, sig) = t.await.unwrap();
+        assert!(keywarden_vault::testing::independent_verify(
+            &signer.public_key,
+            &[i + 1; 32],
+            &sig
+        ));
+    }
+}
+
+#[test]
+fn bad_tls_files_stop_start_up_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("ca");
+    let ca_pem = dir.path().join("ca.crt");
+    std::fs::write(&ca_pem, &ca.pem).unwrap();
+    let server = write_pair(
+        dir.path(),
+        "server",
+        &ca_pem,
+        ca.issue(Leaf {
+            cn: Some("keywarden"),
+            org: None,
+            sans: vec![SanType::DnsName("localhost".try_into().unwrap())],
+            usage: ExtendedKeyUsagePurpose::ServerAuth,
+            serial: 1,
+            expired: false,
+        }),
+    );
+    let other = write_pair(dir.path(), "other", &ca_pem, ca.issue(client_leaf(API, 2)));
+    let check = |cert: &Path, key: &Path, client_ca: &Path| {
+        let config = dir.path().join("k.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[tls]\nlisten = \"127.0.0.1:1\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+                dir.path().join("data").display(),
+                cert.display(),
+                key.display(),
+                client_ca.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--allow-root", "--check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(&server.cert, &server.key, &ca_pem);
+    assert!(ok, "{err}");
+    let missing = dir.path().join("missing.crt");
+    let (ok, err) = check(&missing, &server.key, &ca_pem);
+    assert!(!ok && err.contains("missing.crt"), "{err}");
+    let (ok, err) = check(&server.cert, &other.key, &ca_pem);
+    assert!(
+        !ok && err.contains("does not belong to the certificate"),
+        "{err}"
+    );
+    let (ok, err) = check(&server.cert, &server.key, &server.key);
+    assert!(!ok && err.contains("client CA"), "{err}");
+    // The key's contents never appear in an error.
+    let key_text = std::fs::read_to_string(&other.key).unwrap();
+    let body: String = key_text.lines().nth(1).unwrap().chars().take(20).collect();
+    assert!(!err.contains(&body));
+}
+
+#[test]
+fn the_cli_refuses_an_endpoint_without_its_files_or_without_https() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["--endpoint", "https://127.0.0.1:1", "key", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca"));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x");
+    std::fs::write(&f, "x").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["--endpoint", "http://127.0.0.1:1", "key", "list"])
+        .args(["--tls-ca", f.to_str().unwrap()])
+        .args(["--tls-cert", f.to_str().unwrap()])
+        .args(["--tls-key", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("https://host:port"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(fds)?;
 
-    for kind in ["bins", "tests"] {
+    for kind in ["bins", "tests", "benches"] {
         for symbol in ["C_GetFunctionList", "C_GetInterface"] {
             println!("cargo:rustc-link-arg-{kind}=-Wl,--export-dynamic-symbol={symbol}");
         }

@@ -15,8 +15,9 @@ use crate::service::server;
 /// One measured configuration.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Row {
-    /// `in-process` (the backend alone), `service` (policy, registry and audit in-process) or
-    /// `socket` (all of it over gRPC on the Unix socket).
+    /// `in-process` (the backend alone), `service` (policy, registry and audit in-process),
+    /// `socket` (all of it over gRPC on the Unix socket) or `mtls` (over gRPC on a loopback
+    /// TCP connection with mutual TLS).
     pub mode: &'static str,
     /// Concurrent clients (tasks in-process, connections over the socket).
     pub clients: usize,
@@ -113,7 +114,7 @@ async fn service_direct(
     drive("service", dur, ops).await
 }
 
-async fn socket(clients: Vec<Client>, name: &str, dur: Duration) -> Row {
+async fn socket(mode: &'static str, clients: Vec<Client>, name: &str, dur: Duration) -> Row {
     let ops = clients
         .into_iter()
         .map(|c| {
@@ -128,13 +129,36 @@ async fn socket(clients: Vec<Client>, name: &str, dur: Duration) -> Row {
             }
         })
         .collect();
-    drive("socket", dur, ops).await
+    drive(mode, dur, ops).await
+}
+
+/// The mutual-TLS leg of the benchmark: the server's files (its `listen` address is ignored:
+/// the benchmark binds a free loopback port) and a client's. The server certificate must name
+/// 127.0.0.1.
+#[derive(Clone, Debug)]
+pub struct TlsBench {
+    /// The listener's certificate, key and client CA.
+    pub server: crate::service::tls::TlsConfig,
+    /// The client's CA, certificate and key.
+    pub client: crate::client::TlsFiles,
 }
 
 /// Runs the benchmark on a throw-away data directory with the embedded backend (or the
 /// backends of `config`, if given) and returns one row per mode and concurrency.
 pub async fn run(
     config: Option<Config>,
+    seconds: f64,
+    concurrency: &[usize],
+) -> Result<Vec<Row>, String> {
+    run_with(config, None, seconds, concurrency).await
+}
+
+/// [`run`], plus an `mtls` row per concurrency when `tls` is given. A `postgres://` registry
+/// in `config` is kept (each run creates its own key); otherwise the registry is a throw-away
+/// SQLite file.
+pub async fn run_with(
+    config: Option<Config>,
+    tls: Option<&TlsBench>,
     seconds: f64,
     concurrency: &[usize],
 ) -> Result<Vec<Row>, String> {
@@ -149,7 +173,9 @@ pub async fn run(
     };
     config.socket = dir.path().join("bench.sock");
     config.audit_log = dir.path().join("bench-audit.log");
-    config.registry = format!("sqlite:{}", dir.path().join("bench-registry.db").display());
+    if !config.shared_registry() {
+        config.registry = format!("sqlite:{}", dir.path().join("bench-registry.db").display());
+    }
     let service = server::build(&config).await.map_err(|e| e.to_string())?;
     let listener = server::bind(&config.socket, 0o600)
         .await
@@ -166,8 +192,35 @@ pub async fn run(
         }
     });
 
+    let (tls_stop, tls_stopped) = tokio::sync::watch::channel(false);
+    let tls_endpoint = match tls {
+        None => None,
+        Some(t) => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let (service, server, mut stopped) =
+                (Arc::clone(&service), t.server.clone(), tls_stopped.clone());
+            tokio::spawn(async move {
+                let _ = server::serve_tls(service, listener, &server, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await;
+            });
+            Some(format!("https://127.0.0.1:{port}"))
+        }
+    };
+
     let me = Caller::this_process();
-    let name = format!("bench-{}", std::process::id());
+    let name = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default()
+    );
     let record = service
         .create(&me, &name, "ecdsa-p256", None, Default::default(), None)
         .await
@@ -188,8 +241,20 @@ pub async fn run(
                     .map_err(|e| e.to_string())?,
             );
         }
-        rows.push(socket(clients, &name, dur).await);
+        rows.push(socket("socket", clients, &name, dur).await);
+        if let (Some(endpoint), Some(t)) = (&tls_endpoint, tls) {
+            let mut clients = Vec::with_capacity(c);
+            for _ in 0..c {
+                clients.push(
+                    Client::connect_tls(endpoint, &t.client)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            rows.push(socket("mtls", clients, &name, dur).await);
+        }
     }
+    let _ = tls_stop.send(true);
     let _ = stop_tx.send(());
     let _ = serving.await;
     Ok(rows)

@@ -416,7 +416,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .find(|b| b.mode == "in-process" && b.clients == r.clients);
                 let ratio = match (r.mode, base) {
-                    ("socket" | "service", Some(b)) if b.ops_per_sec > 0.0 => {
+                    ("socket" | "service" | "mtls", Some(b)) if b.ops_per_sec > 0.0 => {
                         format!("{:.1}%", 100.0 * r.ops_per_sec / b.ops_per_sec)
                     }
                     _ => String::new(),

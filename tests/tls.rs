@@ -7,128 +7,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::Service;
 use keywarden::client::{Client, RemoteVault, TlsFiles};
 use keywarden::proto::v1 as pb;
+use keywarden::testing::{Ca, ExtendedKeyUsagePurpose, Leaf, Pki, SanType, write_pair};
 use keywarden_vault::{Algorithm, KeySpec, Vault as _};
 use p256::ecdsa::signature::Verifier as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber,
-};
-use time::{Duration, OffsetDateTime};
 
 const API: &str = "spiffe://example.org/payments/api";
 const OTHER: &str = "spiffe://example.org/ops/other";
-
-/// A certificate authority that can issue server and client certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            issuer: Issuer::new(params, key),
-            pem,
-        }
-    }
-
-    /// Issues a certificate; returns (certificate PEM, key PEM).
-    fn issue(&self, leaf: Leaf<'_>) -> (String, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        if let Some(cn) = leaf.cn {
-            params.distinguished_name.push(DnType::CommonName, cn);
-        }
-        if let Some(o) = leaf.org {
-            params.distinguished_name.push(DnType::OrganizationName, o);
-        }
-        params.subject_alt_names = leaf.sans;
-        params.extended_key_usages = vec![leaf.usage];
-        params.serial_number = Some(SerialNumber::from(leaf.serial));
-        let now = OffsetDateTime::now_utc();
-        (params.not_before, params.not_after) = match leaf.expired {
-            false => (now - Duration::days(1), now + Duration::days(30)),
-            true => (now - Duration::days(30), now - Duration::days(1)),
-        };
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// A CRL revoking `serials`.
-    fn crl(&self, serials: &[u64]) -> String {
-        let now = OffsetDateTime::now_utc();
-        CertificateRevocationListParams {
-            this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from(*s),
-                    revocation_time: now - Duration::hours(1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&self.issuer)
-        .unwrap()
-        .pem()
-        .unwrap()
-    }
-}
-
-struct Leaf<'a> {
-    cn: Option<&'a str>,
-    org: Option<&'a str>,
-    sans: Vec<SanType>,
-    usage: ExtendedKeyUsagePurpose,
-    serial: u64,
-    expired: bool,
-}
-
-fn client_leaf(uri: &str, serial: u64) -> Leaf<'static> {
-    Leaf {
-        cn: Some("workload"),
-        org: None,
-        sans: vec![SanType::URI(uri.try_into().unwrap())],
-        usage: ExtendedKeyUsagePurpose::ClientAuth,
-        serial,
-        expired: false,
-    }
-}
-
-/// Writes a certificate/key pair; returns the files a client needs.
-fn write_pair(dir: &Path, name: &str, ca: &Path, (cert, key): (String, String)) -> TlsFiles {
-    let files = TlsFiles {
-        ca: ca.to_path_buf(),
-        cert: dir.join(format!("{name}.crt")),
-        key: dir.join(format!("{name}.key")),
-    };
-    std::fs::write(&files.cert, cert).unwrap();
-    std::fs::write(&files.key, key).unwrap();
-    std::fs::set_permissions(
-        &files.key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    files
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -138,13 +28,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A service with a TLS listener, a client CA, a server CA, and its policies.
+/// A service with a TLS listener (its own PKI) and the policies below.
 struct Remote {
     service: Service,
-    pki: tempfile::TempDir,
+    pki: Pki,
     endpoint: String,
-    client_ca: Ca,
-    server_ca_pem: PathBuf,
     metrics: u16,
 }
 
@@ -164,32 +52,9 @@ impl Remote {
     /// Starts a service whose TLS listener trusts a fresh client CA; `revoked` serials go on
     /// its CRL.
     fn start(revoked: &[u64]) -> Self {
-        let pki = tempfile::tempdir().unwrap();
-        let server_ca = Ca::new("keywarden test server CA");
-        let client_ca = Ca::new("keywarden test client CA");
-        let server_ca_pem = pki.path().join("server-ca.crt");
-        std::fs::write(&server_ca_pem, &server_ca.pem).unwrap();
-        let client_ca_pem = pki.path().join("client-ca.crt");
-        std::fs::write(&client_ca_pem, &client_ca.pem).unwrap();
-        let server = write_pair(
-            pki.path(),
-            "server",
-            &server_ca_pem,
-            server_ca.issue(Leaf {
-                cn: Some("keywarden"),
-                org: None,
-                sans: vec![
-                    SanType::DnsName("localhost".try_into().unwrap()),
-                    SanType::IpAddress("127.0.0.1".parse().unwrap()),
-                ],
-                usage: ExtendedKeyUsagePurpose::ServerAuth,
-                serial: 1,
-                expired: false,
-            }),
-        );
-        let crl = pki.path().join("client-ca.crl");
-        std::fs::write(&crl, client_ca.crl(revoked)).unwrap();
-        let policies = pki.path().join("policies");
+        let (port, metrics) = (free_port(), free_port());
+        let pki = Pki::new(([127, 0, 0, 1], port).into(), revoked);
+        let policies = pki.dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
         std::fs::write(
             policies.join("default.cedar"),
@@ -197,34 +62,21 @@ impl Remote {
         )
         .unwrap();
         std::fs::write(policies.join("remote.cedar"), POLICY).unwrap();
-        let (port, metrics) = (free_port(), free_port());
         let service = Service::start_with(&format!(
-            "policy_dir = \"{}\"\nmetrics = \"127.0.0.1:{metrics}\"\n\
-             [tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n\
-             client_ca = \"{}\"\ncrls = [\"{}\"]\n",
+            "policy_dir = \"{}\"\nmetrics = \"127.0.0.1:{metrics}\"\n{}",
             policies.display(),
-            server.cert.display(),
-            server.key.display(),
-            client_ca_pem.display(),
-            crl.display(),
+            pki.toml()
         ));
         Self {
             service,
             pki,
             endpoint: format!("https://127.0.0.1:{port}"),
-            client_ca,
-            server_ca_pem,
             metrics,
         }
     }
 
-    fn client_files(&self, name: &str, leaf: Leaf<'_>) -> TlsFiles {
-        write_pair(
-            self.pki.path(),
-            name,
-            &self.server_ca_pem,
-            self.client_ca.issue(leaf),
-        )
+    fn client_files(&self, name: &str, leaf: Leaf) -> TlsFiles {
+        self.pki.client(name, &leaf)
     }
 
     /// Runs the CLI against the TLS endpoint (no socket in reach: a bogus one is named).
@@ -281,8 +133,8 @@ fn stdout(out: &std::process::Output) -> String {
 #[test]
 fn a_valid_client_is_answered_and_the_cedar_principal_is_its_spiffe_id() {
     let r = Remote::start(&[]);
-    let api = r.client_files("api", client_leaf(API, 10));
-    let other = r.client_files("other", client_leaf(OTHER, 11));
+    let api = r.client_files("api", Leaf::client(API, 10));
+    let other = r.client_files("other", Leaf::client(OTHER, 11));
 
     stdout(&r.cli(&api, &["key", "create", "pay", "--alg", "ecdsa-p256"]));
     let shown: serde_json::Value =
@@ -290,10 +142,10 @@ fn a_valid_client_is_answered_and_the_cedar_principal_is_its_spiffe_id() {
     assert_eq!(shown["labels"]["keywarden.creator"], API, "{shown}");
 
     // Sign over TLS; verify with p256 against the public key fetched over TLS.
-    let msg = r.pki.path().join("msg");
+    let msg = r.pki.dir.path().join("msg");
     std::fs::write(&msg, b"remote signing over mutual TLS").unwrap();
-    let sig = r.pki.path().join("sig");
-    let pem = r.pki.path().join("pub.pem");
+    let sig = r.pki.dir.path().join("sig");
+    let pem = r.pki.dir.path().join("pub.pem");
     stdout(&r.cli(
         &api,
         &["key", "public", "pay", "--out", pem.to_str().unwrap()],
@@ -362,20 +214,20 @@ fn a_valid_client_is_answered_and_the_cedar_principal_is_its_spiffe_id() {
 #[test]
 fn without_a_uri_san_the_subject_dn_is_the_principal() {
     let r = Remote::start(&[]);
-    let api = r.client_files("api", client_leaf(API, 10));
+    let api = r.client_files("api", Leaf::client(API, 10));
     stdout(&r.cli(&api, &["key", "create", "batch", "--alg", "ecdsa-p256"]));
     let batch = r.client_files(
         "batch",
         Leaf {
-            cn: Some("batch-signer"),
-            org: Some("Example Payments"),
+            cn: Some("batch-signer".into()),
+            org: Some("Example Payments".into()),
             sans: vec![SanType::DnsName("batch.example.org".try_into().unwrap())],
             usage: ExtendedKeyUsagePurpose::ClientAuth,
             serial: 12,
             expired: false,
         },
     );
-    let msg = r.pki.path().join("msg");
+    let msg = r.pki.dir.path().join("msg");
     std::fs::write(&msg, b"batch").unwrap();
     stdout(&r.cli(
         &batch,
@@ -416,14 +268,14 @@ async fn refused(result: Result<Client, keywarden::client::ClientError>) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
     let r = Remote::start(&[13]);
-    let valid = r.client_files("valid", client_leaf(API, 10));
+    let valid = r.client_files("valid", Leaf::client(API, 10));
 
     // A valid certificate: answered (so the refusals below are about the certificates).
     let client = Client::connect_tls(&r.endpoint, &valid).await.unwrap();
     client.rpc().health(pb::HealthRequest {}).await.unwrap();
 
     // 1. No client certificate at all (rustls client that offers none).
-    let ca = tonic::transport::Certificate::from_pem(std::fs::read(&r.server_ca_pem).unwrap());
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(&r.pki.server_ca_pem).unwrap());
     let no_cert = async {
         let channel = tonic::transport::Endpoint::from_shared(r.endpoint.clone())
             .unwrap()
@@ -451,10 +303,10 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
         ("impostor", "keywarden test client CA"),
     ] {
         let files = write_pair(
-            r.pki.path(),
+            r.pki.dir.path(),
             name,
-            &r.server_ca_pem,
-            Ca::new(ca_name).issue(client_leaf(API, 10)),
+            &r.pki.server_ca_pem,
+            Ca::new(ca_name).issue(&Leaf::client(API, 10)),
         );
         eprintln!(
             "{name}: {}",
@@ -463,7 +315,7 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
     }
 
     // 3. Expired.
-    let mut leaf = client_leaf(API, 14);
+    let mut leaf = Leaf::client(API, 14);
     leaf.expired = true;
     let expired = r.client_files("expired", leaf);
     eprintln!(
@@ -472,14 +324,14 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
     );
 
     // 4. Revoked (serial 13 is on the CRL).
-    let revoked = r.client_files("revoked", client_leaf(API, 13));
+    let revoked = r.client_files("revoked", Leaf::client(API, 13));
     eprintln!(
         "revoked: {}",
         refused(Client::connect_tls(&r.endpoint, &revoked).await).await
     );
 
     // 5. A server certificate used as a client certificate (no clientAuth usage).
-    let mut leaf = client_leaf(API, 15);
+    let mut leaf = Leaf::client(API, 15);
     leaf.usage = ExtendedKeyUsagePurpose::ServerAuth;
     let wrong_usage = r.client_files("wrong-usage", leaf);
     eprintln!(
@@ -500,7 +352,7 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
     }
 
     // 7. Several URI SANs: the certificate verifies, but names no single identity.
-    let mut leaf = client_leaf(API, 16);
+    let mut leaf = Leaf::client(API, 16);
     leaf.sans.push(SanType::URI(OTHER.try_into().unwrap()));
     let ambiguous = r.client_files("ambiguous", leaf);
     eprintln!(
@@ -537,7 +389,7 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_vault_over_tls_signs_and_agrees_like_a_local_one() {
     let r = Remote::start(&[]);
-    let api = r.client_files("api", client_leaf(API, 10));
+    let api = r.client_files("api", Leaf::client(API, 10));
     let vault = RemoteVault::new(Client::connect_tls(&r.endpoint, &api).await.unwrap())
         .await
         .unwrap();
@@ -585,21 +437,14 @@ fn bad_tls_files_stop_start_up_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("ca");
     let ca_pem = dir.path().join("ca.crt");
-    std::fs::write(&ca_pem, &ca.pem).unwrap();
-    let server = write_pair(
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let server = write_pair(dir.path(), "server", &ca_pem, ca.issue(&Leaf::server(1)));
+    let other = write_pair(
         dir.path(),
-        "server",
+        "other",
         &ca_pem,
-        ca.issue(Leaf {
-            cn: Some("keywarden"),
-            org: None,
-            sans: vec![SanType::DnsName("localhost".try_into().unwrap())],
-            usage: ExtendedKeyUsagePurpose::ServerAuth,
-            serial: 1,
-            expired: false,
-        }),
+        ca.issue(&Leaf::client(API, 2)),
     );
-    let other = write_pair(dir.path(), "other", &ca_pem, ca.issue(client_leaf(API, 2)));
     let check = |cert: &Path, key: &Path, client_ca: &Path| {
         let config = dir.path().join("k.toml");
         std::fs::write(

@@ -83,7 +83,7 @@ pub mod testing;
 
 pub use crate::error::Error;
 #[cfg(feature = "postgres")]
-pub use crate::postgres::{DEFAULT_MAX_CONNECTIONS, PostgresRegistry};
+pub use crate::postgres::{DEFAULT_MAX_CONNECTIONS, PostgresOptions, PostgresRegistry};
 pub use crate::sqlite::SqliteRegistry;
 pub use crate::types::{
     KeyRecord, KeyState, MAX_NAME_LEN, NewKey, Pending, Timestamp, UnknownState, VersionRecord,

@@ -15,11 +15,14 @@
 //! - A small pool of connections (each with its own task driving it); a connection that
 //!   broke is dropped and a new one made on the next call.
 //! - Names sort bytewise (`COLLATE "C"`), as in SQLite, whatever the database's collation.
-//! - The connection URL's password never appears in an error or in `Debug`.
-//!
-//! TLS to the server is not supported yet (`sslmode=prefer`, the default, falls back to a
-//! plain connection; `sslmode=require` fails): run the database on a trusted network or
-//! over a Unix socket (`host=/run/postgresql`).
+//! - The connection URL's password never appears in an error or in `Debug`; it can also come
+//!   separately ([`PostgresOptions::password`], e.g. from a file), out of the URL.
+//! - TLS: with [`PostgresOptions::tls_ca`] every connection is TLS (rustls), the server's
+//!   certificate must chain to that CA and name the host of the URL (libpq's
+//!   `sslmode=verify-full`), and SCRAM binds to the TLS channel when the server offers it.
+//!   Without it the connection is plain (`sslmode=require` in the URL is then refused, rather
+//!   than silently not verifying): use a Unix socket (`host=/run/postgresql`) or a trusted
+//!   network.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -27,9 +30,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use crate::Registry;
@@ -76,6 +80,23 @@ impl PostgresRegistry {
 
     /// [`PostgresRegistry::connect`] with at most `max_connections` connections (at least 1).
     pub async fn connect_with(url: &str, max_connections: usize) -> Result<Self, Error> {
+        Self::connect_with_options(
+            url,
+            PostgresOptions {
+                max_connections,
+                ..PostgresOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`PostgresRegistry::connect`] with a pool size, a password kept out of the URL, and TLS.
+    pub async fn connect_with_options(url: &str, options: PostgresOptions) -> Result<Self, Error> {
+        let max_connections = if options.max_connections == 0 {
+            DEFAULT_MAX_CONNECTIONS
+        } else {
+            options.max_connections
+        };
         let mut config = Config::from_str(url).map_err(|e| {
             // Only the parser's messages that name an option, never one that quotes the input.
             let cause = std::error::Error::source(&e)
@@ -98,10 +119,44 @@ impl PostgresRegistry {
         if config.get_application_name().is_none() {
             config.application_name("keywarden");
         }
+        if let Some(password) = &options.password {
+            if config.get_password().is_some() {
+                return Err(Error::Storage(
+                    "the PostgreSQL password is given twice (in the URL and separately): \
+                     keep it out of the URL"
+                        .into(),
+                ));
+            }
+            config.password(password.as_bytes());
+        }
+        let tls = match &options.tls_ca {
+            None => {
+                if config.get_ssl_mode() == SslMode::Require {
+                    return Err(Error::Storage(
+                        "sslmode=require needs a CA to verify the server against \
+                         (registry_tls_ca); without one keywarden would not know whom it \
+                         talks to"
+                            .into(),
+                    ));
+                }
+                config.ssl_mode(SslMode::Disable);
+                None
+            }
+            Some(ca) => {
+                if config.get_ssl_mode() == SslMode::Disable {
+                    return Err(Error::Storage(
+                        "sslmode=disable contradicts the TLS CA given for the registry".into(),
+                    ));
+                }
+                config.ssl_mode(SslMode::Require);
+                Some(tls_connector(ca)?)
+            }
+        };
         let secret = config.get_password().map(|p| Zeroizing::new(p.to_vec()));
         let pool = Arc::new(Pool {
             target: describe_target(&config),
             config,
+            tls,
             secret,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(max_connections.max(1)),
@@ -115,9 +170,59 @@ impl PostgresRegistry {
     }
 }
 
+/// How to reach the database, beyond its URL.
+#[derive(Clone, Default)]
+pub struct PostgresOptions {
+    /// Pool size (0: [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// The password, if not in the URL (it must not be in both).
+    pub password: Option<Zeroizing<String>>,
+    /// A CA certificate file (PEM): connect with TLS only, and only to a server whose
+    /// certificate chains to it and names the URL's host.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("max_connections", &self.max_connections)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+/// A rustls connector that trusts exactly the CAs in `ca` (PEM).
+fn tls_connector(ca: &std::path::Path) -> Result<MakeRustlsConnect, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let fail =
+        |reason: String| Error::Storage(format!("registry TLS CA {}: {reason}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM CERTIFICATE block in the file".into()));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| fail(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// Connections not in use, and a limit on how many exist.
 struct Pool {
     config: Config,
+    /// TLS to the server, or `None` for a plain connection.
+    tls: Option<MakeRustlsConnect>,
     /// The password, to scrub from any message before it leaves this module. (`config`
     /// holds it too, in tokio-postgres's own unzeroized copy.)
     secret: Option<Zeroizing<Vec<u8>>>,
@@ -246,16 +351,25 @@ impl Pool {
                 None => break,
             }
         }
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| self.error(&format!("connecting to {}", self.target), &e))?;
+        let fail = |e| self.error(&format!("connecting to {}", self.target), &e);
         // The connection's task ends when the client is dropped or the server goes away;
         // its error then shows up on the client's next call.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(fail)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(fail)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+        };
         Ok(Conn {
             pool: self,
             inner: Some(Pooled {
@@ -905,10 +1019,70 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn tls_and_password_options_are_checked_before_connecting() {
+        let err = |url: &str, options: PostgresOptions| {
+            let url = url.to_owned();
+            async move {
+                PostgresRegistry::connect_with_options(&url, options)
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            }
+        };
+        let url = "postgres://kw@127.0.0.1:1/db";
+        let password = || Some(Zeroizing::new("s3cret-pw".to_owned()));
+        let e = err(
+            "postgres://kw:other@127.0.0.1:1/db",
+            PostgresOptions {
+                password: password(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(e.contains("given twice"), "{e}");
+        let e = err(
+            &format!("{url}?sslmode=require"),
+            PostgresOptions::default(),
+        )
+        .await;
+        assert!(e.contains("needs a CA"), "{e}");
+        let e = err(
+            &format!("{url}?sslmode=disable"),
+            PostgresOptions {
+                tls_ca: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(e.contains("contradicts"), "{e}");
+        let e = err(
+            url,
+            PostgresOptions {
+                tls_ca: Some("/nonexistent/ca.pem".into()),
+                password: password(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(e.contains("registry TLS CA /nonexistent/ca.pem"), "{e}");
+        let options = PostgresOptions {
+            password: password(),
+            ..Default::default()
+        };
+        assert!(!format!("{options:?}").contains("s3cret-pw"));
+        // Nothing listens on port 1: the connection error must not carry the password.
+        let e = err(url, options).await;
+        assert!(e.contains("connecting to kw@127.0.0.1:1/db"), "{e}");
+        assert!(!e.contains("s3cret-pw"), "{e}");
+    }
+
     #[test]
     fn scrub_removes_the_password_anywhere() {
         let pool = Pool {
             config: Config::new(),
+            tls: None,
             secret: Some(Zeroizing::new(b"hunter2".to_vec())),
             target: String::new(),
             idle: Mutex::new(Vec::new()),

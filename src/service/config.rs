@@ -11,6 +11,10 @@
 //! default_backend = "hsm"
 //! metrics = "127.0.0.1:9464"             # Prometheus endpoint; off unless set (or --metrics)
 //!
+//! # With registry = "postgres://keywarden@db.example.org/keywarden":
+//! # registry_password = { file = "/etc/keywarden/db-password" }   # or { env = "VAR" }
+//! # registry_tls_ca = "/etc/keywarden/db-ca.crt"                  # TLS, verify-full
+//!
 //! [tls]                                    # remote clients with mutual TLS; off unless set
 //! listen = "0.0.0.0:7443"
 //! cert = "/etc/keywarden/tls/server.crt"
@@ -96,6 +100,38 @@ impl BackendConfig {
     }
 }
 
+/// Where a secret the configuration needs comes from; never the secret itself, so that the
+/// configuration file can be readable by more than the service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file; its contents without the trailing newline.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret. Errors name the source, never the secret.
+    pub fn read(&self, what: &str) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+        let value = match self {
+            Self::Env(name) => zeroize::Zeroizing::new(std::env::var(name).map_err(|e| {
+                ConfigError::Invalid(format!("{what}: environment variable {name}: {e}"))
+            })?),
+            Self::File(path) => {
+                zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Invalid(format!("{what}: file {}: {e}", path.display()))
+                })?)
+            }
+        };
+        let trimmed = value.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err(ConfigError::Invalid(format!("{what}: {self:?} is empty")));
+        }
+        Ok(zeroize::Zeroizing::new(trimmed.to_owned()))
+    }
+}
+
 /// The file as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +147,8 @@ struct FileConfig {
     default_backend: Option<String>,
     metrics: Option<std::net::SocketAddr>,
     tls: Option<TlsConfig>,
+    registry_password: Option<SecretSource>,
+    registry_tls_ca: Option<PathBuf>,
     #[serde(default)]
     backends: BTreeMap<String, BackendConfig>,
 }
@@ -140,6 +178,11 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// The mutual-TLS listener; `None`: the Unix socket only.
     pub tls: Option<TlsConfig>,
+    /// The PostgreSQL registry's password, kept out of the URL.
+    pub registry_password: Option<SecretSource>,
+    /// The CA that issued the PostgreSQL server's certificate: with it, the registry is
+    /// reached over TLS only (verify-full).
+    pub registry_tls_ca: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -156,6 +199,8 @@ impl std::fmt::Debug for Config {
             .field("backends", &self.backends)
             .field("metrics", &self.metrics)
             .field("tls", &self.tls)
+            .field("registry_password", &self.registry_password)
+            .field("registry_tls_ca", &self.registry_tls_ca)
             .finish()
     }
 }
@@ -252,6 +297,11 @@ impl Config {
                 "registry: expected sqlite:<path> or postgres://user@host/db".into(),
             ));
         }
+        if !postgres && (file.registry_password.is_some() || file.registry_tls_ca.is_some()) {
+            return Err(ConfigError::Invalid(
+                "registry_password and registry_tls_ca apply to a postgres:// registry only".into(),
+            ));
+        }
         let mut backends = file.backends;
         if backends.is_empty() {
             backends.insert("sim".into(), BackendConfig::Sim { token_dir: None });
@@ -294,6 +344,8 @@ impl Config {
             backends,
             metrics: file.metrics,
             tls: file.tls,
+            registry_password: file.registry_password,
+            registry_tls_ca: file.registry_tls_ca,
         })
     }
 

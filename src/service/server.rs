@@ -65,6 +65,9 @@ pub enum ServerError {
     /// The metrics endpoint could not be bound.
     #[error(transparent)]
     Metrics(#[from] metrics::BindError),
+    /// A configured secret could not be read.
+    #[error(transparent)]
+    Config(#[from] crate::service::config::ConfigError),
     /// The mutual-TLS listener could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -103,7 +106,7 @@ pub async fn build(config: &Config) -> Result<Arc<Service>, ServerError> {
     let policy = Policy::open(&config.policy_dir, current_uid())?;
     let backends = backends::open_all(config).await?;
     let registry: Arc<dyn keywarden_registry::Registry> = if config.shared_registry() {
-        open_shared_registry(&config.registry).await?
+        open_shared_registry(config).await?
     } else {
         Arc::new(SqliteRegistry::open(&config.registry_path())?)
     };
@@ -122,16 +125,26 @@ pub async fn build(config: &Config) -> Result<Arc<Service>, ServerError> {
 
 #[cfg(feature = "postgres")]
 async fn open_shared_registry(
-    url: &str,
+    config: &Config,
 ) -> Result<Arc<dyn keywarden_registry::Registry>, ServerError> {
+    let password = match &config.registry_password {
+        Some(source) => Some(source.read("registry_password")?),
+        None => None,
+    };
+    let options = keywarden_registry::PostgresOptions {
+        password,
+        tls_ca: config.registry_tls_ca.clone(),
+        ..Default::default()
+    };
     Ok(Arc::new(
-        keywarden_registry::PostgresRegistry::connect(url).await?,
+        keywarden_registry::PostgresRegistry::connect_with_options(&config.registry, options)
+            .await?,
     ))
 }
 
 #[cfg(not(feature = "postgres"))]
 async fn open_shared_registry(
-    _url: &str,
+    _config: &Config,
 ) -> Result<Arc<dyn keywarden_registry::Registry>, ServerError> {
     // Config::resolve refuses postgres:// without the feature; this is unreachable in practice.
     Err(ServerError::Serve(
@@ -251,7 +264,14 @@ pub fn describe(config: &Config) -> String {
         config.socket.display(),
         config.socket_mode,
         config.data_dir.display(),
-        crate::service::config::redact_registry(&config.registry),
+        match &config.registry_tls_ca {
+            Some(ca) => format!(
+                "{} over TLS (CA {})",
+                crate::service::config::redact_registry(&config.registry),
+                ca.display()
+            ),
+            None => crate::service::config::redact_registry(&config.registry),
+        },
         config.audit_log.display(),
         config.policy_dir.display(),
         backends.join(", "),

@@ -41,6 +41,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     password: String,
+    tls: bool,
     run_as_postgres: bool,
     server: Mutex<Option<Child>>,
     watchdog: Mutex<Option<Child>>,
@@ -82,6 +83,16 @@ impl Cluster {
 
     /// A new cluster of its own (most tests want [`Cluster::shared`]).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A new cluster of its own that accepts TCP connections only over TLS, with this
+    /// certificate chain and key (PEM). Unix-socket connections stay plain.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let bin = find_bin();
         let run_as_postgres = std::fs::metadata("/proc/self")
             .map(|m| m.uid() == 0)
@@ -93,6 +104,16 @@ impl Cluster {
         let password = random_hex();
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).expect("password file");
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            // PostgreSQL refuses a key file that group or others can read.
+            for (name, text, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).expect("TLS file");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .expect("TLS file mode");
+            }
+        }
         if run_as_postgres {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -107,6 +128,7 @@ impl Cluster {
             dir,
             port: 0,
             password,
+            tls: tls.is_some(),
             run_as_postgres,
             server: Mutex::new(None),
             watchdog: Mutex::new(None),
@@ -137,6 +159,13 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let _ = std::fs::remove_file(&pwfile);
+        if cluster.tls {
+            // TCP only with TLS; the Unix socket (used to create databases) stays plain.
+            cluster.write_as_owner(
+                &data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            );
+        }
         // A port free a moment ago may be taken by the time the server binds it: retry.
         for attempt in 1..=5 {
             let port = free_port();
@@ -165,6 +194,23 @@ impl Cluster {
     fn launch(&self) -> Result<Child, String> {
         let log_path = self.dir.path().join(format!("postgres-{}.log", self.port));
         let log = File::create(&log_path).expect("server log");
+        let mut tls_args = Vec::new();
+        if self.tls {
+            for setting in [
+                "ssl=on".to_owned(),
+                format!(
+                    "ssl_cert_file={}",
+                    self.dir.path().join("server.crt").display()
+                ),
+                format!(
+                    "ssl_key_file={}",
+                    self.dir.path().join("server.key").display()
+                ),
+            ] {
+                tls_args.push("-c".to_owned());
+                tls_args.push(setting);
+            }
+        }
         let mut child = self
             .command("postgres")
             .arg("-D")
@@ -187,6 +233,7 @@ impl Cluster {
                 "-c",
                 "full_page_writes=off",
             ])
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("server log"))
             .stderr(log)
@@ -239,7 +286,11 @@ impl Cluster {
 
     /// A PostgreSQL binary, run as `postgres` if we are root.
     fn command(&self, program: &str) -> Command {
-        let program = self.bin.join(program);
+        self.command_path(self.bin.join(program))
+    }
+
+    /// Any program, run as `postgres` if we are root.
+    fn command_path(&self, program: PathBuf) -> Command {
         let mut cmd = if self.run_as_postgres {
             let mut cmd = Command::new("setpriv");
             cmd.args([
@@ -256,6 +307,28 @@ impl Cluster {
         // The caller's directory may be closed to the `postgres` user.
         cmd.current_dir(self.dir.path());
         cmd
+    }
+
+    /// Replaces a file in the data directory, as the user the server runs as.
+    fn write_as_owner(&self, path: &Path, text: &str) {
+        let mut child = self
+            .command_path(PathBuf::from("/bin/sh"))
+            .arg("-c")
+            .arg("cat > \"$0\"")
+            .arg(path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            stdin.write_all(text.as_bytes()).expect("write the file");
+        }
+        assert!(
+            child.wait().is_ok_and(|s| s.success()),
+            "cannot write {}",
+            path.display()
+        );
     }
 
     /// The loopback port the server listens on.
@@ -285,10 +358,16 @@ impl Cluster {
     pub async fn create_database(&self) -> String {
         let n = self.next_db.fetch_add(1, Ordering::Relaxed);
         let name = format!("kw_test_{n}");
-        let (client, connection) =
-            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test cluster");
+        // Through the Unix socket, which is plain even when TCP requires TLS.
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user(SUPERUSER)
+            .password(self.password.as_bytes())
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test cluster");
         let task = tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))

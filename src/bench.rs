@@ -200,10 +200,11 @@ pub async fn run_with(
                 .await
                 .map_err(|e| e.to_string())?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-            let (service, server, mut stopped) =
-                (Arc::clone(&service), t.server.clone(), tls_stopped.clone());
+            let settings =
+                crate::service::tls::Reloadable::new(&t.server).map_err(|e| e.to_string())?;
+            let (service, mut stopped) = (Arc::clone(&service), tls_stopped.clone());
             tokio::spawn(async move {
-                let _ = server::serve_tls(service, listener, &server, async move {
+                let _ = server::serve_tls(service, listener, &settings, async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await;

@@ -14,7 +14,9 @@ pub use rcgen::{ExtendedKeyUsagePurpose, SanType};
 use time::{Duration, OffsetDateTime};
 
 use crate::client::TlsFiles;
-use crate::service::tls::{DEFAULT_HANDSHAKE_TIMEOUT_SECS, TlsConfig};
+use crate::service::tls::{
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTION_AGE_SECS, TlsConfig,
+};
 
 /// A certificate authority that issues server and client certificates and CRLs.
 pub struct Ca {
@@ -207,6 +209,7 @@ impl Pki {
                 client_ca: client_ca_pem,
                 crls: vec![crl],
                 handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+                max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
             },
             dir,
             client_ca,
@@ -228,7 +231,7 @@ impl Pki {
     pub fn toml(&self) -> String {
         let t = &self.server;
         format!(
-            "[tls]\nlisten = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrls = [{}]\n",
+            "[tls]\nlisten = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrls = [{}]\nmax_connection_age_secs = {}\n",
             t.listen,
             t.cert.display(),
             t.key.display(),
@@ -237,7 +240,8 @@ impl Pki {
                 .iter()
                 .map(|c| format!("\"{}\"", c.display()))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            t.max_connection_age_secs
         )
     }
 }

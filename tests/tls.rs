@@ -52,8 +52,16 @@ impl Remote {
     /// Starts a service whose TLS listener trusts a fresh client CA; `revoked` serials go on
     /// its CRL.
     fn start(revoked: &[u64]) -> Self {
+        Self::start_aged(revoked, None)
+    }
+
+    /// [`Remote::start`] with connections that last at most `max_age` seconds.
+    fn start_aged(revoked: &[u64], max_age: Option<u64>) -> Self {
         let (port, metrics) = (free_port(), free_port());
-        let pki = Pki::new(([127, 0, 0, 1], port).into(), revoked);
+        let mut pki = Pki::new(([127, 0, 0, 1], port).into(), revoked);
+        if let Some(age) = max_age {
+            pki.server.max_connection_age_secs = age;
+        }
         let policies = pki.dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
         std::fs::write(
@@ -510,4 +518,80 @@ fn the_cli_refuses_an_endpoint_without_its_files_or_without_https() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// SIGHUP and wait for the service to log `line` (counting from `before` occurrences).
+fn hup_and_wait(r: &Remote, line: &str) {
+    let before = r.service.log().matches(line).count();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &r.service.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while r.service.log().matches(line).count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {line:?} after SIGHUP: {}",
+            r.service.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_picks_up_a_new_crl_and_a_broken_one_keeps_the_old() {
+    let r = Remote::start_aged(&[], Some(2));
+    let (a, b) = (
+        r.client_files("a", Leaf::client(API, 20)),
+        r.client_files("b", Leaf::client(API, 21)),
+    );
+    for files in [&a, &b] {
+        let c = Client::connect_tls(&r.endpoint, files).await.unwrap();
+        c.rpc().health(pb::HealthRequest {}).await.unwrap();
+    }
+    let connected_a = Client::connect_tls(&r.endpoint, &a).await.unwrap();
+    connected_a
+        .rpc()
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap();
+
+    // Revoke a: once reloaded, a new connection with a is refused, b still gets in.
+    let crl = r.pki.server.crls[0].clone();
+    std::fs::write(&crl, r.pki.client_ca.crl(&[20])).unwrap();
+    hup_and_wait(&r, "TLS certificate, client CAs and CRLs reloaded");
+    eprintln!(
+        "revoked after reload: {}",
+        refused(Client::connect_tls(&r.endpoint, &a).await).await
+    );
+    let c = Client::connect_tls(&r.endpoint, &b).await.unwrap();
+    c.rpc().health(pb::HealthRequest {}).await.unwrap();
+    // a's connection from before the reload ends at its maximum age (2 s); the client's
+    // reconnection is then refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match connected_a.rpc().health(pb::HealthRequest {}).await {
+            Err(_) => break,
+            Ok(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a revoked client's old connection still answered after 20 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    // A CRL file that does not parse: the reload fails, the last good settings stay.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    hup_and_wait(&r, "TLS reload failed");
+    let c = Client::connect_tls(&r.endpoint, &b).await.unwrap();
+    c.rpc().health(pb::HealthRequest {}).await.unwrap();
+    refused(Client::connect_tls(&r.endpoint, &a).await).await;
+    assert!(r.service.log().contains("Revoked"));
 }

@@ -208,25 +208,29 @@ async fn serve_and_remove(
     result
 }
 
-/// Serves `service` to mutual-TLS clients on `listener` until `shutdown` completes.
+/// Serves `service` to mutual-TLS clients on `listener` until `shutdown` completes; new
+/// connections use the settings `tls` holds at the time.
 pub async fn serve_tls(
     service: Arc<Service>,
     listener: tokio::net::TcpListener,
-    config: &tls::TlsConfig,
+    tls: &tls::Reloadable,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let server_config = tls::server_config(config)?;
     let counter = Arc::clone(&service);
     let incoming = tls::incoming(
         listener,
-        server_config,
-        std::time::Duration::from_secs(config.handshake_timeout_secs),
+        tls.subscribe(),
+        std::time::Duration::from_secs(tls.config().handshake_timeout_secs),
         Arc::new(move |why: tls::Refusal| counter.metrics().tls_refused(why.label())),
     );
     tonic::transport::Server::builder()
         // Remote peers can vanish without a FIN; find out within a minute.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        // Revocation and expiry are checked at the handshake: bound how long one lasts.
+        .max_connection_age(std::time::Duration::from_secs(
+            tls.config().max_connection_age_secs.max(1),
+        ))
         .add_service(api(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -296,9 +300,13 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
         None => None,
     };
     let tls_listener = match &config.tls {
-        Some(t) => Some(tls::bind(t.listen).await?),
+        Some(t) => Some((
+            tls::bind(t.listen).await?,
+            Arc::new(tls::Reloadable::new(t)?),
+        )),
         None => None,
     };
+    let tls_settings = tls_listener.as_ref().map(|(_, r)| Arc::clone(r));
     let (listener, own_socket) = match hardening::activated_listener()? {
         Some(l) => {
             let l = UnixListener::from_std(l).map_err(|e| ServerError::Socket {
@@ -333,22 +341,33 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
                         tracing::error!(error = %e, "policy reload failed; keeping the previous policies")
                     }
                 }
+                if let Some(settings) = &tls_settings {
+                    match settings.reload() {
+                        Ok(()) => tracing::info!(
+                            "TLS certificate, client CAs and CRLs reloaded (new connections use them)"
+                        ),
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "TLS reload failed; keeping the previous certificate and CRLs"
+                        ),
+                    }
+                }
                 let _ = hardening::notify("READY=1");
             }
         });
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tls_server = match (tls_listener, &config.tls) {
-        (Some(l), Some(t)) => {
-            let (service, t, mut stopped) = (Arc::clone(&service), t.clone(), stopped.clone());
+    let tls_server = match tls_listener {
+        Some((l, settings)) => {
+            let (service, mut stopped) = (Arc::clone(&service), stopped.clone());
             Some(tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
-                serve_tls(service, l, &t, shutdown).await
+                serve_tls(service, l, &settings, shutdown).await
             }))
         }
-        _ => None,
+        None => None,
     };
     drop(stopped);
     let shutdown = async move {

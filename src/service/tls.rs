@@ -22,7 +22,11 @@
 //! client_ca = "/etc/keywarden/tls/clients.crt"  # PEM bundle: the CAs that issue client certs
 //! crls = ["/etc/keywarden/tls/clients.crl"]     # optional, PEM
 //! handshake_timeout_secs = 10                   # optional
+//! max_connection_age_secs = 600                 # optional: reconnect (and re-verify) after
 //! ```
+//!
+//! On SIGHUP the files are read again (a renewed certificate, a fresh CRL); new connections
+//! use them, and existing ones end within `max_connection_age_secs`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -74,11 +78,22 @@ pub struct TlsConfig {
     /// Seconds a client has to complete the handshake.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
+    /// Seconds after which a connection is closed (gracefully; clients reconnect), so that a
+    /// certificate revoked or expired since its handshake is refused within this time.
+    #[serde(default = "default_max_connection_age")]
+    pub max_connection_age_secs: u64,
 }
 
 fn default_handshake_timeout() -> u64 {
     DEFAULT_HANDSHAKE_TIMEOUT_SECS
 }
+
+fn default_max_connection_age() -> u64 {
+    DEFAULT_MAX_CONNECTION_AGE_SECS
+}
+
+/// The default [`TlsConfig::max_connection_age_secs`].
+pub const DEFAULT_MAX_CONNECTION_AGE_SECS: u64 = 600;
 
 /// Errors setting up the listener, each naming the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +302,44 @@ pub fn identify(leaf: &[u8], address: SocketAddr) -> Result<RemoteCaller, String
     })
 }
 
+/// The listener's TLS settings, replaceable while it serves: on SIGHUP the service re-reads
+/// the certificate, key, client CA and CRLs, and new connections use them (a renewed
+/// certificate, a fresh CRL). If the files do not make a valid configuration, the previous
+/// one stays in force.
+#[derive(Debug)]
+pub struct Reloadable {
+    config: TlsConfig,
+    current: tokio::sync::watch::Sender<Arc<ServerConfig>>,
+}
+
+impl Reloadable {
+    /// Reads the files once.
+    pub fn new(config: &TlsConfig) -> Result<Self, TlsError> {
+        let (current, _) = tokio::sync::watch::channel(server_config(config)?);
+        Ok(Self {
+            config: config.clone(),
+            current,
+        })
+    }
+
+    /// Re-reads the files; on error the previous configuration stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = server_config(&self.config)?;
+        self.current.send_replace(fresh);
+        Ok(())
+    }
+
+    /// The settings as they change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<ServerConfig>> {
+        self.current.subscribe()
+    }
+
+    /// The configuration this was made from.
+    pub fn config(&self) -> &TlsConfig {
+        &self.config
+    }
+}
+
 /// Binds the listener's address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, TlsError> {
     TcpListener::bind(addr).await.map_err(|e| TlsError::Bind {
@@ -381,12 +434,11 @@ impl Refusal {
 /// are logged and reported to `refused`. Stops when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    configs: tokio::sync::watch::Receiver<Arc<ServerConfig>>,
     handshake_timeout: Duration,
     refused: Arc<dyn Fn(Refusal) + Send + Sync>,
 ) -> ReceiverStream<io::Result<TlsConnection>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
@@ -405,7 +457,9 @@ pub fn incoming(
                     }
                 },
             };
-            let (tx, acceptor, refused) = (tx.clone(), acceptor.clone(), Arc::clone(&refused));
+            // The settings in force when the connection arrived (SIGHUP may replace them).
+            let acceptor = TlsAcceptor::from(Arc::clone(&configs.borrow()));
+            let (tx, refused) = (tx.clone(), Arc::clone(&refused));
             tokio::spawn(async move {
                 let _permit = permit;
                 let _ = tcp.set_nodelay(true);
@@ -537,14 +591,15 @@ mod tests {
             client_ca: c,
             crls: vec![],
             handshake_timeout_secs: 1,
+            max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
         };
-        let server = server_config(&config).unwrap();
+        let server = Reloadable::new(&config).unwrap();
         let listener = bind(config.listen).await.unwrap();
         let at = listener.local_addr().unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _incoming = incoming(
             listener,
-            server,
+            server.subscribe(),
             Duration::from_millis(200),
             Arc::new(move |why| {
                 let _ = tx.send(why);

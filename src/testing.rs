@@ -15,7 +15,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::client::TlsFiles;
 use crate::service::tls::{
-    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTION_AGE_SECS, TlsConfig,
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_MAX_CONNECTIONS,
+    TlsConfig,
 };
 
 /// A certificate authority that issues server and client certificates and CRLs.
@@ -210,6 +211,7 @@ impl Pki {
                 crls: vec![crl],
                 handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
                 max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
             },
             dir,
             client_ca,

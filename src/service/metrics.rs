@@ -7,7 +7,7 @@
 //! | `keywarden_policy_denials_total` | counter | `operation` |
 //! | `keywarden_audit_write_seconds` | histogram | |
 //! | `keywarden_backend_up` | gauge | `backend` (1 answers, 0 does not; probed when scraped) |
-//! | `keywarden_tls_refused_total` | counter | `reason` (`handshake`, `timeout`, `identity`) |
+//! | `keywarden_tls_refused_total` | counter | `reason` (`handshake`, `timeout`, `identity`, `limit`) |
 //!
 //! The endpoint is off unless `--metrics ADDR` or `metrics = "ADDR"` in the config names an
 //! address. It answers `GET /metrics` in the Prometheus text format (0.0.4) and 404 elsewhere,

@@ -220,7 +220,7 @@ pub async fn serve_tls(
     let incoming = tls::incoming(
         listener,
         tls.subscribe(),
-        std::time::Duration::from_secs(tls.config().handshake_timeout_secs),
+        tls::Limits::of(tls.config()),
         Arc::new(move |why: tls::Refusal| counter.metrics().tls_refused(why.label())),
     );
     tonic::transport::Server::builder()

@@ -23,6 +23,7 @@
 //! crls = ["/etc/keywarden/tls/clients.crl"]     # optional, PEM
 //! handshake_timeout_secs = 10                   # optional
 //! max_connection_age_secs = 600                 # optional: reconnect (and re-verify) after
+//! max_connections = 1024                        # optional: more are closed at once
 //! ```
 //!
 //! On SIGHUP the files are read again (a renewed certificate, a fresh CRL); new connections
@@ -82,7 +83,18 @@ pub struct TlsConfig {
     /// certificate revoked or expired since its handshake is refused within this time.
     #[serde(default = "default_max_connection_age")]
     pub max_connection_age_secs: u64,
+    /// Connections open at once; a connection beyond it is closed at once (and counted as
+    /// refused, reason `limit`), so that clients cannot exhaust the service's descriptors.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+/// The default [`TlsConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 fn default_handshake_timeout() -> u64 {
     DEFAULT_HANDSHAKE_TIMEOUT_SECS
@@ -357,6 +369,8 @@ pub struct TlsPeer(pub Arc<RemoteCaller>);
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     peer: TlsPeer,
+    /// This connection's place under [`TlsConfig::max_connections`], freed when it closes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Connected for TlsConnection {
@@ -416,6 +430,8 @@ pub enum Refusal {
     Timeout,
     /// The certificate verified but names no usable identity.
     Identity,
+    /// [`TlsConfig::max_connections`] connections were already open.
+    Limit,
 }
 
 impl Refusal {
@@ -425,6 +441,26 @@ impl Refusal {
             Self::Handshake => "handshake",
             Self::Timeout => "timeout",
             Self::Identity => "identity",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+/// Bounds on the listener's work.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Time a client has to finish its handshake.
+    pub handshake_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The limits a configuration sets.
+    pub fn of(config: &TlsConfig) -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
+            max_connections: config.max_connections,
         }
     }
 }
@@ -435,11 +471,16 @@ impl Refusal {
 pub fn incoming(
     listener: TcpListener,
     configs: tokio::sync::watch::Receiver<Arc<ServerConfig>>,
-    handshake_timeout: Duration,
+    limits: Limits,
     refused: Arc<dyn Fn(Refusal) + Send + Sync>,
 ) -> ReceiverStream<io::Result<TlsConnection>> {
+    let Limits {
+        handshake_timeout,
+        max_connections,
+    } = limits;
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let open = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
         loop {
             let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
@@ -456,6 +497,11 @@ pub fn incoming(
                         continue;
                     }
                 },
+            };
+            let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
+                tracing::warn!(peer = %address, max_connections, "TLS client refused: connection limit reached");
+                refused(Refusal::Limit);
+                continue;
             };
             // The settings in force when the connection arrived (SIGHUP may replace them).
             let acceptor = TlsAcceptor::from(Arc::clone(&configs.borrow()));
@@ -493,6 +539,7 @@ pub fn incoming(
                         let conn = TlsConnection {
                             stream,
                             peer: TlsPeer(Arc::new(caller)),
+                            _slot: slot,
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }
@@ -592,6 +639,7 @@ mod tests {
             crls: vec![],
             handshake_timeout_secs: 1,
             max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
+            max_connections: 1,
         };
         let server = Reloadable::new(&config).unwrap();
         let listener = bind(config.listen).await.unwrap();
@@ -600,13 +648,21 @@ mod tests {
         let _incoming = incoming(
             listener,
             server.subscribe(),
-            Duration::from_millis(200),
+            Limits {
+                handshake_timeout: Duration::from_millis(200),
+                max_connections: 1,
+            },
             Arc::new(move |why| {
                 let _ = tx.send(why);
             }),
         );
         let started = std::time::Instant::now();
         let _silent = TcpStream::connect(at).await.unwrap();
+        // The first holds the only slot (even before its handshake): the second is turned
+        // away at once.
+        let _second = TcpStream::connect(at).await.unwrap();
+        assert_eq!(rx.recv().await, Some(Refusal::Limit));
+        assert!(started.elapsed() < Duration::from_millis(200));
         assert_eq!(rx.recv().await, Some(Refusal::Timeout));
         assert!(started.elapsed() >= Duration::from_millis(200));
     }

@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{BIN, Service};
+use common::{Service, check_config as check};
 use keywarden::testing::{Ca, Leaf};
 use keywarden_registry::testing::postgres::{Cluster, SUPERUSER};
 
@@ -45,25 +45,6 @@ fn db() -> Db {
         ca: ca_file,
         password_file,
     }
-}
-
-/// `keywarden serve --check-config` on `extra`: (success, stderr).
-fn check(dir: &Path, extra: &str) -> (bool, String) {
-    let config = dir.join("check.toml");
-    std::fs::write(
-        &config,
-        format!("data_dir = \"{}\"\n{extra}", dir.join("data").display()),
-    )
-    .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["serve", "--allow-root", "--check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -454,26 +454,14 @@ fn bad_tls_files_stop_start_up_with_the_file_named() {
         ca.issue(&Leaf::client(API, 2)),
     );
     let check = |cert: &Path, key: &Path, client_ca: &Path| {
-        let config = dir.path().join("k.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = \"{}\"\n[tls]\nlisten = \"127.0.0.1:1\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
-                dir.path().join("data").display(),
+        common::check_config(
+            dir.path(),
+            &format!(
+                "[tls]\nlisten = \"127.0.0.1:1\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
                 cert.display(),
                 key.display(),
                 client_ca.display()
             ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(common::BIN)
-            .args(["serve", "--allow-root", "--check-config", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
     let (ok, err) = check(&server.cert, &server.key, &ca_pem);

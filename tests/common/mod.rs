@@ -212,3 +212,23 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     p
 }
+
+/// `keywarden serve --check-config` on a config of `data_dir = <dir>/data` plus `extra`:
+/// (success, stderr).
+pub fn check_config(dir: &Path, extra: &str) -> (bool, String) {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n{extra}", dir.join("data").display()),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--allow-root", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -55,26 +55,67 @@ pub(crate) fn generation(
     (mechanism, public, private)
 }
 
-/// Finds the one object of `class` with `CKA_ID` = `id`.
-pub(crate) fn find_one(
+/// Every object of `class` with `CKA_ID` = `key`.
+pub(crate) fn find_all(
     session: &Session,
     class: ObjectClass,
     key: &KeyRef,
-) -> Result<Option<ObjectHandle>, OpError> {
-    let found = session.find_objects(&[
+) -> Result<Vec<ObjectHandle>, OpError> {
+    Ok(session.find_objects(&[
         Attribute::Class(class),
         Attribute::Id(key.as_bytes().to_vec()),
-    ])?;
-    match found.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(*one)),
-        more => Err(VaultError::backend(
-            "pkcs11",
-            "DUPLICATE_ID",
-            format!("{} objects of class {class} share CKA_ID {key}", more.len()),
-        )
-        .into()),
+    ])?)
+}
+
+/// The error for objects under one `CKA_ID` that are not one key.
+pub(crate) fn duplicate_id(class: ObjectClass, key: &KeyRef, n: usize, why: &str) -> OpError {
+    VaultError::backend(
+        "pkcs11",
+        "DUPLICATE_ID",
+        format!("{n} objects of class {class} share CKA_ID {key}{why}"),
+    )
+    .into()
+}
+
+/// The `CKA_EC_PARAMS` and `CKA_EC_POINT` of `key`'s public key object.
+///
+/// SoftHSM2 2.6, when two processes create objects in one token directory at the same time,
+/// can list one object twice. Public key objects under one `CKA_ID` with the same curve and
+/// point are one public key, whichever handle is read; ones that differ are refused.
+fn find_public(
+    session: &Session,
+    key: &KeyRef,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, OpError> {
+    let mut first: Option<(Vec<u8>, Vec<u8>)> = None;
+    let handles = find_all(session, ObjectClass::PUBLIC_KEY, key)?;
+    for handle in &handles {
+        let attrs =
+            session.get_attributes(*handle, &[AttributeType::EcParams, AttributeType::EcPoint])?;
+        let (mut params, mut point) = (Vec::new(), Vec::new());
+        for a in attrs {
+            match a {
+                Attribute::EcParams(p) => params = p,
+                Attribute::EcPoint(p) => point = p,
+                _ => {}
+            }
+        }
+        match &first {
+            None => first = Some((params, point)),
+            Some((p, q)) if *p == params && *q == point => {}
+            Some(_) => {
+                return Err(duplicate_id(
+                    ObjectClass::PUBLIC_KEY,
+                    key,
+                    handles.len(),
+                    " and hold different public keys",
+                ));
+            }
+        }
     }
+    if handles.len() > 1 {
+        tracing::debug!(%key, copies = handles.len(), "the token lists one public key object more than once");
+    }
+    Ok(first)
 }
 
 /// Reads what is public about the private key `handle`: its algorithm (from key type, curve and
@@ -103,23 +144,13 @@ pub(crate) fn read_info(
             _ => {}
         }
     }
-    let public = find_one(session, ObjectClass::PUBLIC_KEY, key)?.ok_or_else(|| {
+    let (params, point) = find_public(session, key)?.ok_or_else(|| {
         VaultError::backend(
             "pkcs11",
             "NO_PUBLIC_KEY",
             format!("key {key} has no public key object"),
         )
     })?;
-    let pattrs =
-        session.get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])?;
-    let (mut params, mut point) = (Vec::new(), Vec::new());
-    for a in pattrs {
-        match a {
-            Attribute::EcParams(p) => params = p,
-            Attribute::EcPoint(p) => point = p,
-            _ => {}
-        }
-    }
     let unsupported = |what: &str| -> OpError {
         VaultError::UnsupportedAlgorithm(format!(
             "key {key} is {what}, which keywarden does not use"

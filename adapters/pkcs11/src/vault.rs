@@ -200,7 +200,8 @@ impl Inner {
         if let Some(found) = self.cache.map().get(key) {
             return Ok(Some(Arc::clone(found)));
         }
-        let Some(handle) = keys::find_one(session, ObjectClass::PRIVATE_KEY, key)? else {
+        let handles = keys::find_all(session, ObjectClass::PRIVATE_KEY, key)?;
+        let Some(&first) = handles.first() else {
             // Private objects are invisible to a session that is not logged in (someone called
             // C_Logout, or the token forgot us): that is a lost login, not a missing key.
             if !logged_in(session)? {
@@ -210,8 +211,14 @@ impl Inner {
             }
             return Ok(None);
         };
-        let info = keys::read_info(session, handle, key)?;
-        let found = Arc::new(Found { handle, info });
+        let info = keys::read_info(session, first, key)?;
+        if handles.len() > 1 {
+            same_private_key(session, &handles, &info)?;
+        }
+        let found = Arc::new(Found {
+            handle: first,
+            info,
+        });
         self.cache.map().insert(key.clone(), Arc::clone(&found));
         Ok(Some(found))
     }
@@ -363,7 +370,8 @@ impl Vault for Pkcs11Vault {
             .pool
             .run(format!("destroy key {key}"), move |session| {
                 inner.cache.map().remove(&key);
-                let Some(private) = keys::find_one(session, ObjectClass::PRIVATE_KEY, &key)? else {
+                let private = keys::find_all(session, ObjectClass::PRIVATE_KEY, &key)?;
+                let Some(&first) = private.first() else {
                     if !logged_in(session)? {
                         return Err(CkError::Pkcs11(
                             RvError::UserNotLoggedIn,
@@ -373,10 +381,22 @@ impl Vault for Pkcs11Vault {
                     }
                     return Err(not_found.clone().into());
                 };
-                let public = keys::find_one(session, ObjectClass::PUBLIC_KEY, &key)?;
-                session.destroy_object(private)?;
-                if let Some(public) = public {
-                    session.destroy_object(public)?;
+                if private.len() > 1 {
+                    // Destroy copies of this key only, never another key under its id.
+                    let info = keys::read_info(session, first, &key)?;
+                    same_private_key(session, &private, &info)?;
+                }
+                let public = keys::find_all(session, ObjectClass::PUBLIC_KEY, &key)?;
+                if public.len() > 1 {
+                    // Checks that the copies hold one public key.
+                    keys::read_info(session, first, &key)?;
+                }
+                // A copy that was the same object as one already destroyed is gone with it.
+                for (i, handle) in private.iter().chain(public.iter()).enumerate() {
+                    match session.destroy_object(*handle) {
+                        Err(e) if i > 0 && rv::handle_invalid(&e) => {}
+                        other => other?,
+                    }
                 }
                 Ok(())
             })
@@ -388,7 +408,8 @@ impl Vault for Pkcs11Vault {
         self.inner
             .pool
             .run("list keys".into(), move |session| {
-                let mut out = Vec::new();
+                let mut by_id: std::collections::BTreeMap<KeyRef, Vec<ObjectHandle>> =
+                    std::collections::BTreeMap::new();
                 for handle in session.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])? {
                     let id = session.get_attributes(handle, &[AttributeType::Id])?;
                     let Some(Attribute::Id(id)) = id.into_iter().next() else {
@@ -397,24 +418,43 @@ impl Vault for Pkcs11Vault {
                     if id.is_empty() {
                         continue;
                     }
-                    let key = KeyRef::new(id);
-                    match keys::read_info(session, handle, &key) {
-                        Ok(info) => {
-                            inner.cache.map().insert(
-                                key,
-                                Arc::new(Found {
-                                    handle,
-                                    info: info.clone(),
-                                }),
-                            );
-                            out.push(info);
+                    by_id.entry(KeyRef::new(id)).or_default().push(handle);
+                }
+                let mut out = Vec::new();
+                for (key, handles) in by_id {
+                    let handle = handles[0];
+                    // Copies of one key are listed once; objects under one id that are not
+                    // one key are left out (and never cached) rather than guessed between.
+                    let checked = keys::read_info(session, handle, &key).and_then(|info| {
+                        if handles.len() > 1 {
+                            same_private_key(session, &handles, &info)?;
                         }
+                        Ok(info)
+                    });
+                    let info = match checked {
+                        Ok(info) => info,
                         // Keys keywarden does not use (RSA, other curves) are not listed.
                         Err(OpError::Vault(VaultError::UnsupportedAlgorithm(why))) => {
                             tracing::debug!(%why, "skipping key");
+                            continue;
+                        }
+                        Err(OpError::Vault(e @ VaultError::Backend { .. }))
+                            if e.to_string().contains("DUPLICATE_ID") =>
+                        {
+                            tracing::warn!(error = %e, "not listing key {key}");
+                            inner.cache.map().remove(&key);
+                            continue;
                         }
                         Err(e) => return Err(e),
-                    }
+                    };
+                    inner.cache.map().insert(
+                        key,
+                        Arc::new(Found {
+                            handle,
+                            info: info.clone(),
+                        }),
+                    );
+                    out.push(info);
                 }
                 out.sort_by(|a, b| {
                     a.label
@@ -437,6 +477,57 @@ fn logged_in(session: &Session) -> Result<bool, OpError> {
 
 /// `CKM_ECDH1_DERIVE` with `CKD_NULL` into a short-lived session object whose value is read and
 /// the object destroyed at once (also when reading fails).
+/// Several private key objects under one `CKA_ID`: usable only if they are one key listed
+/// more than once (SoftHSM2 2.6 does that when two processes create objects in one token
+/// directory at once). Proven by using each: every copy must sign so that the key's public
+/// key verifies, or derive the same secret from the key's own public point. A token that
+/// holds a different key under the same id gets a `DUPLICATE_ID` error, never a guess.
+fn same_private_key(
+    session: &Session,
+    handles: &[ObjectHandle],
+    info: &KeyInfo,
+) -> Result<(), OpError> {
+    const PROBE: &[u8] = b"keywarden: is this one key listed twice?";
+    let differ = || {
+        keys::duplicate_id(
+            ObjectClass::PRIVATE_KEY,
+            &info.key_ref,
+            handles.len(),
+            " and are not one key",
+        )
+    };
+    let mut secrets: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    for &handle in handles {
+        match info.algorithm {
+            Algorithm::EcdsaP256Sha256 => {
+                let digest: [u8; 32] = Sha256::digest(PROBE).into();
+                let raw = session.sign(&Mechanism::Ecdsa, handle, &digest)?;
+                keywarden_vault::verify::verify_raw(&info.public_key, PROBE, &raw)
+                    .map_err(|_| differ())?;
+            }
+            Algorithm::Ed25519 => {
+                let raw = session.sign(
+                    &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                    handle,
+                    PROBE,
+                )?;
+                keywarden_vault::verify::verify_raw(&info.public_key, PROBE, &raw)
+                    .map_err(|_| differ())?;
+            }
+            _ => {
+                let point = info.public_key.as_bytes().to_vec();
+                let secret = derive_shared(session, handle, &point)?;
+                secrets.push(Zeroizing::new(secret.expose_secret().to_vec()));
+            }
+        }
+    }
+    if secrets.windows(2).any(|w| w[0] != w[1]) {
+        return Err(differ());
+    }
+    tracing::debug!(key = %info.key_ref, copies = handles.len(), "the token lists one private key object more than once");
+    Ok(())
+}
+
 fn derive_shared(
     session: &Session,
     key: ObjectHandle,

@@ -342,3 +342,136 @@ fn max_sessions_is_bounded_by_config() {
         "{e}"
     );
 }
+
+/// Every object of `class` under `key`'s id.
+fn objects(session: &Session, class: ObjectClass, key: &KeyRef) -> Vec<ObjectHandle> {
+    session
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Id(key.as_bytes().to_vec()),
+        ])
+        .unwrap()
+}
+
+/// SoftHSM2 lists an object twice when two processes create objects in one token directory at
+/// once; a copy of the key's objects (same key, same id) is that situation made on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_listed_twice_still_works_and_is_listed_once() {
+    let token = SoftHsm::new();
+    let vault = Pkcs11Vault::open(token.config()).unwrap();
+    let session = raw_session(&token);
+    let mut keys = Vec::new();
+    for (alg, label) in [
+        (Algorithm::EcdsaP256Sha256, "twice-ecdsa"),
+        (Algorithm::EcdhP256, "twice-ecdh"),
+        (Algorithm::Ed25519, "twice-ed25519"),
+    ] {
+        let key = vault
+            .generate(&KeySpec::new(alg, label).unwrap())
+            .await
+            .unwrap();
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            let original = objects(&session, class, &key.key_ref)[0];
+            session.copy_object(original, &[]).unwrap();
+            assert_eq!(objects(&session, class, &key.key_ref).len(), 2);
+        }
+        keys.push(key);
+    }
+    // A fresh vault, so that nothing is cached from generation.
+    drop(vault);
+    let vault = Pkcs11Vault::open(token.config()).unwrap();
+    for key in &keys {
+        assert_eq!(&vault.describe(&key.key_ref).await.unwrap(), key);
+        match key.algorithm {
+            Algorithm::EcdhP256 => {
+                let (secret, public) = keywarden_vault::testing::software_p256();
+                let shared = vault.agree(&key.key_ref, &public).await.unwrap();
+                assert_eq!(
+                    shared.expose_secret(),
+                    keywarden_vault::testing::software_ecdh(&secret, &key.public_key).as_slice()
+                );
+            }
+            _ => {
+                let sig = vault.sign(&key.key_ref, b"listed twice").await.unwrap();
+                assert!(independent_verify(&key.public_key, b"listed twice", &sig));
+            }
+        }
+    }
+    let listed = vault.list().await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    // Destroy takes every copy.
+    vault.destroy(&keys[0].key_ref).await.unwrap();
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        assert!(objects(&session, class, &keys[0].key_ref).is_empty());
+    }
+}
+
+/// Two different keys under one id: never guessed between, for any operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_different_keys_under_one_id_are_refused() {
+    let token = SoftHsm::new();
+    let vault = Pkcs11Vault::open(token.config()).unwrap();
+    let session = raw_session(&token);
+    for alg in [Algorithm::EcdsaP256Sha256, Algorithm::EcdhP256] {
+        let a = vault
+            .generate(&KeySpec::new(alg, "a").unwrap())
+            .await
+            .unwrap();
+        let b = vault
+            .generate(&KeySpec::new(alg, "b").unwrap())
+            .await
+            .unwrap();
+        // b's private key moves under a's id; a keeps its own public key object.
+        let b_private = objects(&session, ObjectClass::PRIVATE_KEY, &b.key_ref)[0];
+        session
+            .update_attributes(b_private, &[Attribute::Id(a.key_ref.as_bytes().to_vec())])
+            .unwrap();
+        let fresh = Pkcs11Vault::open(token.config()).unwrap();
+        let e = fresh.describe(&a.key_ref).await.unwrap_err().to_string();
+        assert!(
+            e.contains("DUPLICATE_ID") && e.contains("not one key"),
+            "{alg}: {e}"
+        );
+        let e = match alg {
+            Algorithm::EcdhP256 => {
+                let (_, public) = keywarden_vault::testing::software_p256();
+                fresh.agree(&a.key_ref, &public).await.unwrap_err()
+            }
+            _ => fresh.sign(&a.key_ref, b"m").await.unwrap_err(),
+        };
+        assert!(e.to_string().contains("DUPLICATE_ID"), "{alg}: {e}");
+        assert!(
+            !fresh
+                .list()
+                .await
+                .unwrap()
+                .iter()
+                .any(|k| k.key_ref == a.key_ref),
+            "{alg}: listed"
+        );
+        assert!(
+            fresh
+                .destroy(&a.key_ref)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("DUPLICATE_ID")
+        );
+        assert_eq!(
+            objects(&session, ObjectClass::PRIVATE_KEY, &a.key_ref).len(),
+            2
+        );
+        // Public key objects that differ under one id are refused too.
+        let b_public = objects(&session, ObjectClass::PUBLIC_KEY, &b.key_ref)[0];
+        session
+            .update_attributes(b_public, &[Attribute::Id(a.key_ref.as_bytes().to_vec())])
+            .unwrap();
+        let e = Pkcs11Vault::open(token.config())
+            .unwrap()
+            .describe(&a.key_ref)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("different public keys"), "{alg}: {e}");
+    }
+}

@@ -77,6 +77,14 @@ pub(crate) fn duplicate_id(class: ObjectClass, key: &KeyRef, n: usize, why: &str
     .into()
 }
 
+/// What a public key object says of its key.
+struct EcPublic {
+    /// `CKA_EC_PARAMS`.
+    params: Vec<u8>,
+    /// `CKA_EC_POINT`.
+    point: Vec<u8>,
+}
+
 /// The `CKA_EC_PARAMS` and `CKA_EC_POINT` of `key`'s public key object.
 ///
 /// SoftHSM2 2.6, when two processes create objects in one token directory at the same time,
@@ -85,8 +93,8 @@ pub(crate) fn duplicate_id(class: ObjectClass, key: &KeyRef, n: usize, why: &str
 fn find_public(
     session: &Session,
     key: &KeyRef,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, OpError> {
-    let mut first: Option<(Vec<u8>, Vec<u8>)> = None;
+) -> Result<Option<EcPublic>, OpError> {
+    let mut first: Option<EcPublic> = None;
     let handles = find_all(session, ObjectClass::PUBLIC_KEY, key)?;
     for handle in &handles {
         let attrs =
@@ -100,8 +108,8 @@ fn find_public(
             }
         }
         match &first {
-            None => first = Some((params, point)),
-            Some((p, q)) if *p == params && *q == point => {}
+            None => first = Some(EcPublic { params, point }),
+            Some(f) if f.params == params && f.point == point => {}
             Some(_) => {
                 return Err(duplicate_id(
                     ObjectClass::PUBLIC_KEY,
@@ -144,7 +152,7 @@ pub(crate) fn read_info(
             _ => {}
         }
     }
-    let (params, point) = find_public(session, key)?.ok_or_else(|| {
+    let EcPublic { params, point } = find_public(session, key)?.ok_or_else(|| {
         VaultError::backend(
             "pkcs11",
             "NO_PUBLIC_KEY",

@@ -26,6 +26,12 @@
 //! and only the usage their algorithm needs. Which algorithms a token offers is read from its
 //! mechanism list. Sessions are pooled and logged in; a token that loses them (removed,
 //! restarted, logged out) is recovered transparently, once per call.
+//!
+//! Several objects under one `CKA_ID` are used only when they are provably one key listed
+//! more than once (SoftHSM2 2.6 does that when two processes create objects in one token
+//! directory at once): public copies must hold the same point, private copies must each sign
+//! so that the key's public key verifies, or derive the same secret. Anything else is a
+//! `DUPLICATE_ID` error, never a guess.
 #![cfg_attr(not(feature = "testing"), forbid(unsafe_code))]
 #![warn(missing_docs)]
 

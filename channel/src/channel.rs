@@ -239,13 +239,13 @@ impl ChannelOptions {
                 c.verify_with(&self.trusted_authorities, peer, now, Some(&self.signatures))?;
             authorities.insert(c.issuer());
             for (k, v) in attrs {
-                if let Some(prev) = attributes.insert(k.clone(), v.clone()) {
-                    if &prev != v {
-                        return Err(Error::PolicyDenied {
-                            peer: *peer,
-                            reason: format!("credentials disagree on attribute {k:?}"),
-                        });
-                    }
+                if let Some(prev) = attributes.insert(k.clone(), v.clone())
+                    && &prev != v
+                {
+                    return Err(Error::PolicyDenied {
+                        peer: *peer,
+                        reason: format!("credentials disagree on attribute {k:?}"),
+                    });
                 }
             }
         }

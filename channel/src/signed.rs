@@ -81,19 +81,17 @@ impl SignatureCache {
         ctx.update(sig);
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.finish().as_ref());
-        if let Ok(set) = self.0.lock() {
-            if set.contains(&key) {
-                return true;
-            }
+        if let Ok(set) = self.0.lock()
+            && set.contains(&key)
+        {
+            return true;
         }
         let ok = verify(signer, kind, body, sig);
-        if ok {
-            if let Ok(mut set) = self.0.lock() {
-                if set.len() >= SIGNATURE_CACHE_LIMIT {
-                    set.clear();
-                }
-                set.insert(key);
+        if ok && let Ok(mut set) = self.0.lock() {
+            if set.len() >= SIGNATURE_CACHE_LIMIT {
+                set.clear();
             }
+            set.insert(key);
         }
         ok
     }

@@ -63,10 +63,10 @@ impl Node {
         {
             return;
         }
-        if let Ok(t) = self.inner.wire_tap.read() {
-            if let Some(tap) = t.as_ref() {
-                tap(bytes);
-            }
+        if let Ok(t) = self.inner.wire_tap.read()
+            && let Some(tap) = t.as_ref()
+        {
+            tap(bytes);
         }
     }
 }

@@ -118,7 +118,7 @@ impl Sealer {
         if n == u64::MAX {
             return Err(FrameError::NonceExhausted);
         }
-        if n != 0 && n % self.config.rekey_interval == 0 {
+        if n != 0 && n.is_multiple_of(self.config.rekey_interval) {
             self.key = self.key.rekey();
         }
         self.next = n + 1;
@@ -200,14 +200,14 @@ impl Opener {
         if n == u64::MAX {
             return Err(FrameError::ReservedNonce);
         }
-        if let Some(h) = self.highest {
-            if n <= h {
-                if h - n >= REPLAY_WINDOW {
-                    return Err(FrameError::TooOld(n));
-                }
-                if self.seen(n) {
-                    return Err(FrameError::Replay(n));
-                }
+        if let Some(h) = self.highest
+            && n <= h
+        {
+            if h - n >= REPLAY_WINDOW {
+                return Err(FrameError::TooOld(n));
+            }
+            if self.seen(n) {
+                return Err(FrameError::Replay(n));
             }
         }
         Ok(())

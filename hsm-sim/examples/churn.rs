@@ -35,11 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ];
         let pair = m.generate_key_pair(h, &Mechanism::new(CKM_EC_KEY_PAIR_GEN), &pub_t, &priv_t)?;
         keys.push_back(pair);
-        if keys.len() > 4 {
-            if let Some((p, k)) = keys.pop_front() {
-                m.destroy_object(h, k)?;
-                m.destroy_object(h, p)?;
-            }
+        if keys.len() > 4
+            && let Some((p, k)) = keys.pop_front()
+        {
+            m.destroy_object(h, k)?;
+            m.destroy_object(h, p)?;
         }
         writeln!(out, "round {round}")?;
         out.flush()?;

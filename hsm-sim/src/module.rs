@@ -256,11 +256,10 @@ impl Module {
             .faults
             .as_ref()
             .and_then(Faults::session_limit)
+            && s.calls.fetch_add(1, Ordering::SeqCst) >= limit
         {
-            if s.calls.fetch_add(1, Ordering::SeqCst) >= limit {
-                self.close_session_inner(h)?;
-                return Err(Error::SessionHandleInvalid);
-            }
+            self.close_session_inner(h)?;
+            return Err(Error::SessionHandleInvalid);
         }
         Ok(s)
     }
@@ -416,10 +415,10 @@ impl Module {
             return Err(Error::SessionReadWriteSoExists);
         }
         let mut m = write(&self.sessions)?;
-        if let Some(max) = self.slots[i].faults.as_ref().and_then(Faults::max_sessions) {
-            if m.values().filter(|s| s.slot == i).count() >= max {
-                return Err(Error::SessionCount);
-            }
+        if let Some(max) = self.slots[i].faults.as_ref().and_then(Faults::max_sessions)
+            && m.values().filter(|s| s.slot == i).count() >= max
+        {
+            return Err(Error::SessionCount);
         }
         let h = self.handle();
         m.insert(h, Arc::new(Session::new(i, rw)));

@@ -153,10 +153,10 @@ impl KeyStore {
             else {
                 continue;
             };
-            if let Ok(r) = KeyRef::from_hex(stem) {
-                if r.as_bytes().len() == KEY_REF_LEN {
-                    refs.push(r);
-                }
+            if let Ok(r) = KeyRef::from_hex(stem)
+                && r.as_bytes().len() == KEY_REF_LEN
+            {
+                refs.push(r);
             }
         }
         refs.sort();

@@ -120,12 +120,22 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    /// A CRL (PEM) revoking `serials`.
+    /// A CRL (PEM) revoking `serials`, next update in a week.
     pub fn crl(&self, serials: &[u64]) -> String {
+        self.crl_updated(serials, false)
+    }
+
+    /// A CRL (PEM) revoking `serials`; `stale`: its next update was an hour ago.
+    pub fn crl_updated(&self, serials: &[u64], stale: bool) -> String {
         let now = OffsetDateTime::now_utc();
+        let (this_update, next_update) = if stale {
+            (now - Duration::days(8), now - Duration::hours(1))
+        } else {
+            (now - Duration::hours(1), now + Duration::days(7))
+        };
         CertificateRevocationListParams {
-            this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
+            this_update,
+            next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: serials

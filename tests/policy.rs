@@ -153,3 +153,29 @@ fn a_label_policy_grants_exactly_what_it_says_and_a_bad_reload_keeps_it() {
     assert!(member(&["key", "sign", "pay", "--in", m]).status.success());
     assert!(!member(&["key", "sign", "ops", "--in", m]).status.success());
 }
+
+#[test]
+fn an_unedited_default_from_the_previous_release_is_upgraded_and_an_edited_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("data/policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let previous = include_str!("../policies/previous/default-0.1.cedar");
+    std::fs::write(policies.join("default.cedar"), previous).unwrap();
+    let (ok, err) = common::check_config(dir.path(), "");
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(policies.join("default.cedar")).unwrap(),
+        keywarden::service::policy::DEFAULT_POLICIES
+    );
+    // Edited by someone: left alone, and the reason it fails is named.
+    std::fs::write(
+        policies.join("default.cedar"),
+        format!("{previous}\n// local change\n"),
+    )
+    .unwrap();
+    let (ok, err) = common::check_config(dir.path(), "");
+    assert!(
+        !ok && err.contains("principal is Keywarden::Caller"),
+        "{err}"
+    );
+}

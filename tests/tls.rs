@@ -42,7 +42,7 @@ permit (principal == Keywarden::Client::"spiffe://example.org/payments/api", act
 
 @id("batch-by-subject")
 permit (
-  principal == Keywarden::Client::"CN=batch-signer, O=Example Payments",
+  principal == Keywarden::Client::"O=Example Payments,CN=batch-signer",
   action in [Keywarden::Action::"read", Keywarden::Action::"use"],
   resource
 );
@@ -148,6 +148,30 @@ fn a_valid_client_is_answered_and_the_cedar_principal_is_its_spiffe_id() {
     let shown: serde_json::Value =
         serde_json::from_str(&stdout(&r.cli(&api, &["--json", "key", "show", "pay"]))).unwrap();
     assert_eq!(shown["labels"]["keywarden.creator"], API, "{shown}");
+    assert_eq!(
+        shown["owner_uid"],
+        u64::from(u32::MAX),
+        "no local account owns it"
+    );
+    // A client cannot forge the creator tag (nor any keywarden.* label) itself.
+    let out = r.cli(
+        &api,
+        &[
+            "key",
+            "create",
+            "forged",
+            "--alg",
+            "ecdsa-p256",
+            "--label",
+            "keywarden.creator=spiffe://example.org/someone-else",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reserved for the service"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Sign over TLS; verify with p256 against the public key fetched over TLS.
     let msg = r.pki.dir.path().join("msg");
@@ -252,7 +276,7 @@ fn without_a_uri_san_the_subject_dn_is_the_principal() {
         .unwrap();
     assert_eq!(
         line["caller"]["identity"],
-        "CN=batch-signer, O=Example Payments"
+        "O=Example Payments,CN=batch-signer"
     );
     assert_eq!(
         line["caller"]["dns_names"],
@@ -359,12 +383,12 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
         assert!(answer.is_err(), "plaintext answered: {answer:?}");
     }
 
-    // 7. Several URI SANs: the certificate verifies, but names no single identity.
+    // 7. Two SPIFFE IDs: the certificate verifies, but names no single identity.
     let mut leaf = Leaf::client(API, 16);
     leaf.sans.push(SanType::URI(OTHER.try_into().unwrap()));
     let ambiguous = r.client_files("ambiguous", leaf);
     eprintln!(
-        "two URI SANs: {}",
+        "two SPIFFE IDs: {}",
         refused(Client::connect_tls(&r.endpoint, &ambiguous).await).await
     );
 
@@ -378,7 +402,7 @@ async fn no_certificate_another_ca_expired_revoked_or_plaintext_are_refused() {
         "Revoked",
         "does not allow extended key usage for client authentication",
         "InvalidContentType",
-        "2 URI SANs; its identity would be ambiguous",
+        "2 SPIFFE IDs; its identity would be ambiguous",
     ] {
         assert!(log.contains(reason), "no {reason:?} in the log: {log}");
     }
@@ -476,10 +500,17 @@ fn bad_tls_files_stop_start_up_with_the_file_named() {
     );
     let (ok, err) = check(&server.cert, &server.key, &server.key);
     assert!(!ok && err.contains("client CA"), "{err}");
-    // The key's contents never appear in an error.
-    let key_text = std::fs::read_to_string(&other.key).unwrap();
+    // The key's contents never appear in an error: not when the key file is read as a CA
+    // file (above: server.key as client_ca), not when a key does not match.
+    let key_text = std::fs::read_to_string(&server.key).unwrap();
     let body: String = key_text.lines().nth(1).unwrap().chars().take(20).collect();
-    assert!(!err.contains(&body));
+    assert!(!err.contains(&body), "{err}");
+    let (_, err) = check(&server.cert, &other.key, &ca_pem);
+    for key in [&server.key, &other.key] {
+        let text = std::fs::read_to_string(key).unwrap();
+        let body: String = text.lines().nth(1).unwrap().chars().take(20).collect();
+        assert!(!err.contains(&body), "{err}");
+    }
 }
 
 #[test]
@@ -544,6 +575,8 @@ async fn sighup_picks_up_a_new_crl_and_a_broken_one_keeps_the_old() {
         .health(pb::HealthRequest {})
         .await
         .unwrap();
+    let b_client = Client::connect_tls(&r.endpoint, &b).await.unwrap();
+    b_client.rpc().health(pb::HealthRequest {}).await.unwrap();
 
     // Revoke a: once reloaded, a new connection with a is refused, b still gets in.
     let crl = r.pki.server.crls[0].clone();
@@ -557,10 +590,16 @@ async fn sighup_picks_up_a_new_crl_and_a_broken_one_keeps_the_old() {
     c.rpc().health(pb::HealthRequest {}).await.unwrap();
     // a's connection from before the reload ends at its maximum age (2 s); the client's
     // reconnection is then refused.
+    // (Not merely a recycled connection: the service logs one more revoked certificate.)
+    let revoked_before = r.service.log().matches("Revoked").count();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         match connected_a.rpc().health(pb::HealthRequest {}).await {
-            Err(_) => break,
+            Err(_) if r.service.log().matches("Revoked").count() > revoked_before => break,
+            Err(_) => {
+                assert!(std::time::Instant::now() < deadline, "no refusal logged");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
             Ok(_) => {
                 assert!(
                     std::time::Instant::now() < deadline,
@@ -582,4 +621,18 @@ async fn sighup_picks_up_a_new_crl_and_a_broken_one_keeps_the_old() {
     c.rpc().health(pb::HealthRequest {}).await.unwrap();
     refused(Client::connect_tls(&r.endpoint, &a).await).await;
     assert!(r.service.log().contains("Revoked"));
+
+    // A CRL past its next update is not evidence: b is refused until a fresh one comes.
+    std::fs::write(&crl, r.pki.client_ca.crl_updated(&[20], true)).unwrap();
+    hup_and_wait(&r, "TLS certificate, client CAs and CRLs reloaded");
+    refused(Client::connect_tls(&r.endpoint, &b).await).await;
+    assert!(r.service.log().contains("CRL"), "{}", r.service.log());
+    std::fs::write(&crl, r.pki.client_ca.crl(&[20])).unwrap();
+    hup_and_wait(&r, "TLS certificate, client CAs and CRLs reloaded");
+    let c = Client::connect_tls(&r.endpoint, &b).await.unwrap();
+    c.rpc().health(pb::HealthRequest {}).await.unwrap();
+    // b's long-lived client outlived several maximum ages (and a refusal) and answers again
+    // (clients reconnect transparently); nothing in the service panicked on the way.
+    b_client.rpc().health(pb::HealthRequest {}).await.unwrap();
+    assert!(!r.service.log().contains("panicked"), "{}", r.service.log());
 }

@@ -131,6 +131,18 @@ impl PostgresRegistry {
         }
         let tls = match &options.tls_ca {
             None => {
+                let remote_tcp = config.get_hosts().iter().any(|h| match h {
+                    Host::Tcp(name) => !is_loopback(name),
+                    Host::Unix(_) => false,
+                });
+                if remote_tcp && config.get_password().is_some() {
+                    return Err(Error::Storage(
+                        "a password would cross the network to the registry without TLS: \
+                         set registry_tls_ca, or reach the database over a Unix socket or \
+                         loopback"
+                            .into(),
+                    ));
+                }
                 if config.get_ssl_mode() == SslMode::Require {
                     return Err(Error::Storage(
                         "sslmode=require needs a CA to verify the server against \
@@ -190,6 +202,16 @@ impl std::fmt::Debug for PostgresOptions {
             .field("tls_ca", &self.tls_ca)
             .finish()
     }
+}
+
+/// True for `localhost` and loopback addresses.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A rustls connector that trusts exactly the CAs in `ca` (PEM).
@@ -1042,6 +1064,16 @@ mod tests {
         )
         .await;
         assert!(e.contains("given twice"), "{e}");
+        let e = err(
+            "postgres://kw@db.example.org/db",
+            PostgresOptions {
+                password: password(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(e.contains("without TLS"), "{e}");
+        assert!(!e.contains("s3cret-pw"), "{e}");
         let e = err(
             &format!("{url}?sslmode=require"),
             PostgresOptions::default(),

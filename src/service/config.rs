@@ -209,12 +209,31 @@ impl std::fmt::Debug for Config {
 /// a libpq `password=…` setting is replaced by `***`.
 pub fn redact_registry(registry: &str) -> String {
     if let Some((scheme, rest)) = registry.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _password)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-        return registry.to_owned();
+        let (location, query) = match rest.split_once('?') {
+            Some((l, q)) => (l, Some(q)),
+            None => (rest, None),
+        };
+        // The last '@' ends the user info (a password may itself hold an '@').
+        let location = match location.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => location.to_owned(),
+        };
+        let query = query.map(|q| {
+            q.split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        return match query {
+            Some(q) => format!("{scheme}://{location}?{q}"),
+            None => format!("{scheme}://{location}"),
+        };
     }
     registry
         .split_whitespace()
@@ -297,6 +316,26 @@ impl Config {
                 "registry: expected sqlite:<path> or postgres://user@host/db".into(),
             ));
         }
+        if let Some(t) = &file.tls {
+            let check = |name: &str, v: u64, range: std::ops::RangeInclusive<u64>| {
+                if range.contains(&v) {
+                    Ok(())
+                } else {
+                    Err(ConfigError::Invalid(format!(
+                        "tls.{name} = {v}: expected {} to {}",
+                        range.start(),
+                        range.end()
+                    )))
+                }
+            };
+            check("handshake_timeout_secs", t.handshake_timeout_secs, 1..=300)?;
+            check(
+                "max_connection_age_secs",
+                t.max_connection_age_secs,
+                1..=7 * 86_400,
+            )?;
+            check("max_connections", t.max_connections as u64, 1..=1_000_000)?;
+        }
         if !postgres && (file.registry_password.is_some() || file.registry_tls_ca.is_some()) {
             return Err(ConfigError::Invalid(
                 "registry_password and registry_tls_ca apply to a postgres:// registry only".into(),
@@ -373,6 +412,14 @@ mod tests {
         assert_eq!(
             redact_registry("host=/run/postgresql user=kw password=s3cret dbname=keys"),
             "host=/run/postgresql user=kw password=*** dbname=keys"
+        );
+        assert_eq!(
+            redact_registry("postgres://kw:p@ss@db:5432/keys?sslmode=disable&Password=x@y"),
+            "postgres://kw:***@db:5432/keys?sslmode=disable&Password=***"
+        );
+        assert_eq!(
+            redact_registry("postgres://kw@db/keys?password=s3cret"),
+            "postgres://kw@db/keys?password=***"
         );
         assert_eq!(
             redact_registry("sqlite:/var/lib/kw/registry.db"),

@@ -111,6 +111,10 @@ fn random_hsm_label() -> Result<String, ServiceError> {
 
 const MAX_LABELS: usize = 32;
 
+/// The owner uid of keys created by remote (TLS) clients: `(uid_t)-1`, which no account has,
+/// so the local "owner" rule never applies to them on any node.
+pub const REMOTE_OWNER_UID: u32 = u32::MAX;
+
 /// The label that records which TLS client created a key (`Keywarden::Client` identity). Labels
 /// under `keywarden.` are the service's own: a caller cannot set them.
 pub const CREATOR_LABEL: &str = "keywarden.creator";
@@ -132,7 +136,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ServiceError> {
                 "label key {k:?}: 1-64 characters of a-z A-Z 0-9 . _ - /"
             )));
         }
-        if k.starts_with("keywarden.") {
+        if k.to_ascii_lowercase().starts_with("keywarden.") {
             return Err(ServiceError::Invalid(format!(
                 "label key {k:?}: keys under \"keywarden.\" are reserved for the service"
             )));
@@ -452,20 +456,20 @@ impl Service {
         let mut labels = labels;
         let owner_uid = match caller {
             Caller::Local(c) => c.uid,
-            // A remote client has no uid: the key belongs to the service user, and the
-            // client's identity is recorded in a label only the service can set.
+            // A remote client has no uid: the key gets an owner uid no local account has, and
+            // the client's identity is recorded in a label only the service can set.
             Caller::Remote(c) => {
                 labels.insert(CREATOR_LABEL.to_owned(), c.identity.clone());
-                self::identity::current_uid()
+                REMOTE_OWNER_UID
             }
         };
         let now = now();
-        if let Some(t) = expires_at {
-            if t <= now {
-                return Err(ServiceError::Invalid(format!(
-                    "expires_at {t} is in the past"
-                )));
-            }
+        if let Some(t) = expires_at
+            && t <= now
+        {
+            return Err(ServiceError::Invalid(format!(
+                "expires_at {t} is in the past"
+            )));
         }
         let algorithm_name = algorithm.name().to_owned();
         let proposed = KeyFacts {
@@ -703,20 +707,20 @@ impl Service {
                 record.name, record.state
             )));
         }
-        if let Some(t) = record.expires_at {
-            if t <= now() {
-                let at = time::OffsetDateTime::from_unix_timestamp(t)
-                    .ok()
-                    .and_then(|d| {
-                        d.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_else(|| t.to_string());
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "key {:?} expired at {at}; {doing} refused",
-                    record.name
-                )));
-            }
+        if let Some(t) = record.expires_at
+            && t <= now()
+        {
+            let at = time::OffsetDateTime::from_unix_timestamp(t)
+                .ok()
+                .and_then(|d| {
+                    d.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| t.to_string());
+            return Err(ServiceError::FailedPrecondition(format!(
+                "key {:?} expired at {at}; {doing} refused",
+                record.name
+            )));
         }
         Ok(())
     }
@@ -843,5 +847,25 @@ impl Service {
                 .await,
             Err(keywarden_vault::Error::KeyNotFound(_)) | Ok(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_cannot_set_the_services_own_labels() {
+        for key in [
+            "keywarden.creator",
+            "Keywarden.creator",
+            "KEYWARDEN.anything",
+        ] {
+            let labels: BTreeMap<_, _> = [(key.to_owned(), "spiffe://x/victim".to_owned())].into();
+            let e = check_labels(&labels).unwrap_err().to_string();
+            assert!(e.contains("reserved for the service"), "{key}: {e}");
+        }
+        let fine: BTreeMap<_, _> = [("keywardenish".to_owned(), "v".to_owned())].into();
+        check_labels(&fine).unwrap();
     }
 }

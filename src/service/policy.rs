@@ -9,8 +9,9 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicyId, PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 
 use crate::service::identity::Caller;
@@ -19,6 +20,23 @@ use crate::service::identity::Caller;
 pub const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 /// The policies shipped with keywarden, written into a new data directory.
 pub const DEFAULT_POLICIES: &str = include_str!("../../policies/default.cedar");
+
+/// The `default.cedar` keywarden 0.1 wrote before remote (TLS) clients existed. It does not
+/// validate against today's schema; a data directory that still holds it unchanged gets the
+/// current default instead (see [`is_previous_default`]).
+#[cfg(test)]
+const PREVIOUS_DEFAULT_0_1: &str = include_str!("../../policies/previous/default-0.1.cedar");
+
+/// SHA-256 of [`PREVIOUS_DEFAULT_0_1`]'s text.
+const PREVIOUS_DEFAULT_SHA256: &str =
+    "845d75c233a8e603c42914865818ebc64c7a04f811d166ea790487ce35aebbd0";
+
+/// True if `text` is, byte for byte, a `default.cedar` an earlier keywarden shipped (and so
+/// safe to replace with [`DEFAULT_POLICIES`]: nobody edited it).
+pub fn is_previous_default(text: &str) -> bool {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes())) == PREVIOUS_DEFAULT_SHA256
+}
 
 /// The operations a caller can ask for; each is a Cedar action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +190,19 @@ pub fn load_dir(dir: &Path, schema: &Schema) -> Result<(PolicySet, Vec<PathBuf>)
                 .annotation("id")
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{stem}.{}", policy.id()));
+            if policy.effect() == Effect::Permit
+                && policy.principal_constraint() == PrincipalConstraint::Any
+            {
+                // Such a rule would grant to local callers and to every TLS client alike.
+                return Err(PolicyError::Parse {
+                    path: file.clone(),
+                    reason: format!(
+                        "permit {id:?} applies to every kind of caller; say which in its \
+                         scope: `principal is Keywarden::Caller` (local) or `principal is \
+                         Keywarden::Client` (TLS), or name the principal"
+                    ),
+                });
+            }
             set.add(policy.new_id(PolicyId::new(&id)))
                 .map_err(|e| PolicyError::Parse {
                     path: file.clone(),
@@ -553,6 +584,39 @@ mod tests {
     }
 
     #[test]
+    fn a_permit_for_every_kind_of_caller_is_refused_and_a_forbid_is_not() {
+        // Valid Cedar, reads no principal attribute: before remote clients it meant "every
+        // local caller"; now it would also mean every TLS client.
+        let (_d, p) = with_policies(&[(
+            "public.cedar",
+            "@id(\"read-public\") permit (principal, action == Keywarden::Action::\"GetPublicKey\", resource);",
+        )]);
+        let e = p.unwrap_err().to_string();
+        assert!(
+            e.contains("public.cedar")
+                && e.contains("\"read-public\" applies to every kind of caller"),
+            "{e}"
+        );
+        let (_d, p) = with_policies(&[
+            ("default.cedar", DEFAULT_POLICIES),
+            (
+                "freeze.cedar",
+                "forbid (principal, action, resource) when { resource.hasTag(\"frozen\") };",
+            ),
+        ]);
+        p.unwrap();
+    }
+
+    #[test]
+    fn the_previous_shipped_default_is_recognised() {
+        assert!(is_previous_default(PREVIOUS_DEFAULT_0_1));
+        assert!(!is_previous_default(DEFAULT_POLICIES));
+        assert!(!is_previous_default(
+            &PREVIOUS_DEFAULT_0_1.replace("== 0", "== 1")
+        ));
+    }
+
+    #[test]
     fn malformed_and_invalid_policies_are_refused_and_reload_keeps_the_last_good_set() {
         let (_d, p) =
             with_policies(&[("bad.cedar", "permit (principal, action, resource) when { ")]);
@@ -562,7 +626,7 @@ mod tests {
 
         let (_d, p) = with_policies(&[(
             "typo.cedar",
-            "permit (principal, action, resource) when { principal.uidd == 0 };",
+            "permit (principal is Keywarden::Caller, action, resource) when { principal.uidd == 0 };",
         )]);
         let e = p.unwrap_err();
         assert!(e.to_string().contains("do not validate"), "{e}");

@@ -92,6 +92,20 @@ fn prepare_data_dir(config: &Config) -> Result<(), ServerError> {
         let default = config.policy_dir.join("default.cedar");
         std::fs::write(&default, DEFAULT_POLICIES).map_err(|e| fail(&default, e))?;
     }
+    // An unedited default from an earlier release no longer validates (local rules must now
+    // say `principal is Keywarden::Caller`): replace it, atomically, and say so.
+    let default = config.policy_dir.join("default.cedar");
+    if std::fs::read_to_string(&default)
+        .is_ok_and(|t| crate::service::policy::is_previous_default(&t))
+    {
+        let fresh = config.policy_dir.join(".default.cedar.new");
+        std::fs::write(&fresh, DEFAULT_POLICIES).map_err(|e| fail(&fresh, e))?;
+        std::fs::rename(&fresh, &default).map_err(|e| fail(&default, e))?;
+        tracing::warn!(
+            file = %default.display(),
+            "replaced the unedited default policies of an earlier release with this release's (same rules for local callers, none for TLS clients)"
+        );
+    }
     Ok(())
 }
 
@@ -208,6 +222,11 @@ async fn serve_and_remove(
     result
 }
 
+/// Requests in flight on one TLS connection at most.
+pub const REMOTE_STREAMS_PER_CONNECTION: u32 = 64;
+/// How long one remote request may take.
+pub const REMOTE_REQUEST_TIMEOUT_SECS: u64 = tls::CLOSE_GRACE_SECS;
+
 /// Serves `service` to mutual-TLS clients on `listener` until `shutdown` completes; new
 /// connections use the settings `tls` holds at the time.
 pub async fn serve_tls(
@@ -223,14 +242,24 @@ pub async fn serve_tls(
         tls::Limits::of(tls.config()),
         Arc::new(move |why: tls::Refusal| counter.metrics().tls_refused(why.label())),
     );
+    let secs = std::time::Duration::from_secs;
     tonic::transport::Server::builder()
         // Remote peers can vanish without a FIN; find out within a minute.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        // Revocation and expiry are checked at the handshake: bound how long one lasts.
-        .max_connection_age(std::time::Duration::from_secs(
-            tls.config().max_connection_age_secs.max(1),
-        ))
+        .http2_keepalive_interval(Some(secs(30)))
+        .http2_keepalive_timeout(Some(secs(20)))
+        // Revocation and expiry are checked at the handshake: bound how long one lasts, and
+        // how long its last requests may take after that.
+        // At the maximum age the server asks the client to go away (GOAWAY) and lets its
+        // requests finish; the connection itself closes CLOSE_GRACE_SECS later in any case
+        // (tls::TlsConnection). tonic's own grace would skip the GOAWAY.
+        .max_connection_age(secs(tls.config().max_connection_age_secs))
+        // What one verified client can hold: tonic otherwise lifts hyper's and h2's limits.
+        .max_concurrent_streams(Some(REMOTE_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(REMOTE_STREAMS_PER_CONNECTION as usize)
+        .http2_max_pending_accept_reset_streams(Some(20))
+        .http2_max_local_error_reset_streams(Some(1024))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .timeout(secs(REMOTE_REQUEST_TIMEOUT_SECS))
         .add_service(api(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -390,12 +419,44 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
     if let Err(e) = hardening::notify("READY=1\nSTATUS=serving") {
         tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
+    // If the TLS listener stops on its own, the whole service stops (and its manager restarts
+    // it) rather than serve half of its callers.
+    let (tls_failed_tx, tls_failed) = tokio::sync::oneshot::channel::<String>();
+    let tls_server = tls_server.map(|task| {
+        tokio::spawn(async move {
+            let outcome = match task.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = tls_failed_tx.send(outcome);
+        })
+    });
+    let failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let shutdown = {
+        let failure = Arc::clone(&failure);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(why) = tls_failed => {
+                    tracing::error!(error = %why, "the TLS listener stopped; stopping the service");
+                    let _ = hardening::notify("STOPPING=1");
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                }
+            }
+        }
+    };
     let unix = serve_and_remove(service, listener, own_socket, shutdown).await;
+    if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(ServerError::Serve(format!(
+            "the TLS listener stopped: {why}"
+        )));
+    }
     if let Some(task) = tls_server {
-        match task.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "the TLS listener failed"),
-            Err(e) => tracing::error!(error = %e, "the TLS listener task failed"),
-            Ok(Ok(())) => {}
+        // Connections get max_connection_age_grace to finish; do not wait past that.
+        let grace = std::time::Duration::from_secs(REMOTE_REQUEST_TIMEOUT_SECS + 5);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("TLS connections still open after the grace period; closing them");
         }
     }
     unix

@@ -5,12 +5,19 @@
 //! configured CRL. The certificate's identity is the Cedar principal
 //! (`Keywarden::Client::"<identity>"`):
 //!
-//! - its URI subject alternative name, if it has exactly one (a SPIFFE ID such as
-//!   `spiffe://example.org/payments`);
-//! - otherwise its subject distinguished name in RFC 4514 order (`CN=…, O=…`).
+//! - its SPIFFE ID (a URI SAN `spiffe://trust-domain/path`, checked against the SPIFFE
+//!   specification: no `..`, no percent-encoding, lowercase trust domain);
+//! - otherwise its subject distinguished name as an RFC 4514 string (last RDN first, special
+//!   characters escaped: `O=Example Payments,CN=batch-signer`).
 //!
-//! A certificate with several URI SANs is refused: keywarden will not choose between
-//! identities. The identity is worked out once per connection, right after the handshake, and
+//! TLS 1.3 only (under 1.2 the client certificate travels in clear). With `crls`, every client
+//! CA needs a CRL there, and a CRL past its `nextUpdate` makes its CA's clients refused until
+//! a fresh one is installed (and SIGHUP sent): an out-of-date CRL is not evidence.
+//!
+//! The two forms cannot collide (a DN string never starts with `spiffe://`). A certificate
+//! with several SPIFFE IDs, a malformed one, a name that is not a UTF-8 string, more than 32
+//! SANs, or no clientAuth extended key usage is refused. Every CA in `client_ca` can vouch
+//! for every identity: give the listener only CAs you trust for all of them. The identity is worked out once per connection, right after the handshake, and
 //! travels with every request on that connection. Session resumption is off, so that every
 //! connection is checked against the current time and CRLs.
 //!
@@ -29,6 +36,7 @@
 //! On SIGHUP the files are read again (a renewed certificate, a fresh CRL); new connections
 //! use them, and existing ones end within `max_connection_age_secs`.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,7 +66,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// At most this many handshakes run at once; further connections wait in the kernel's backlog.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 
-/// The longest identity accepted (it is written into every audit line of the connection).
+/// The longest identity, subject, issuer or SAN accepted (they go into every audit line of
+/// the connection).
 pub const MAX_IDENTITY_LEN: usize = 1024;
 
 /// The `[tls]` section of the configuration.
@@ -137,13 +146,13 @@ pub enum TlsError {
 /// A caller on the TLS listener, as its verified certificate describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RemoteCaller {
-    /// The Cedar principal's id: the single URI SAN, else the subject DN.
+    /// The Cedar principal's id: the SPIFFE ID, else the subject DN (RFC 4514).
     pub identity: String,
     /// The subject distinguished name (may be empty when a URI SAN is the identity).
     pub subject: String,
     /// The issuer distinguished name.
     pub issuer: String,
-    /// Every URI SAN (zero or one: several are refused).
+    /// Every URI SAN.
     pub uris: Vec<String>,
     /// Every DNS SAN.
     pub dns_names: Vec<String>,
@@ -167,10 +176,15 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
     check_key_matches(&provider, chain.clone(), key.clone_key(), config)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
+        // A CRL past its nextUpdate is no longer evidence: refuse rather than trust it forever.
+        .enforce_revocation_expiration()
+        // Do not tell unauthenticated peers which CAs we trust.
+        .clear_root_hint_subjects()
         .build()
         .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
     let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        // TLS 1.3 only: under 1.2 the client certificate, and so its identity, travels in clear.
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
@@ -234,13 +248,13 @@ fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "the TLS private key is readable by group or others; chmod 600 it"
-            );
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the TLS private key is readable by group or others; chmod 600 it"
+        );
     }
     // The parser's error never contains key material.
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_error("private key", path, e))
@@ -267,51 +281,184 @@ fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     Ok(crls)
 }
 
+/// Most subject alternative names a client certificate may carry.
+const MAX_SANS: usize = 32;
+
 /// Works out who a verified leaf certificate names (see the module documentation).
 pub fn identify(leaf: &[u8], address: SocketAddr) -> Result<RemoteCaller, String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| format!("client certificate does not parse: {e}"))?;
+    // webpki accepts a certificate without any EKU extension for client authentication; a
+    // certificate made for something else is not a client certificate here.
+    let client_auth = cert
+        .extended_key_usage()
+        .map_err(|e| format!("client certificate extendedKeyUsage: {e}"))?
+        .is_some_and(|eku| eku.value.client_auth);
+    if !client_auth {
+        return Err("client certificate does not have the clientAuth extended key usage".into());
+    }
     let mut uris = Vec::new();
     let mut dns_names = Vec::new();
     let san = cert
         .subject_alternative_name()
         .map_err(|e| format!("client certificate subjectAltName: {e}"))?;
     if let Some(san) = san {
+        if san.value.general_names.len() > MAX_SANS {
+            return Err(format!(
+                "client certificate has more than {MAX_SANS} subject alternative names"
+            ));
+        }
         for name in &san.value.general_names {
             match name {
-                GeneralName::URI(u) => uris.push((*u).to_owned()),
-                GeneralName::DNSName(d) => dns_names.push((*d).to_owned()),
+                GeneralName::URI(u) => uris.push(checked_text("URI SAN", u)?),
+                GeneralName::DNSName(d) => dns_names.push(checked_text("DNS SAN", d)?),
                 _ => {}
             }
         }
     }
-    let subject = cert.subject().to_string();
-    let identity = match uris.as_slice() {
-        [uri] => uri.clone(),
+    let subject = checked_text("subject", &dn_string(cert.subject())?)?;
+    let issuer = checked_text("issuer", &dn_string(cert.issuer())?)?;
+    let spiffe: Vec<&String> = uris
+        .iter()
+        .filter(|u| {
+            u.split_once(':')
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("spiffe"))
+        })
+        .collect();
+    let identity = match spiffe.as_slice() {
+        [one] => {
+            check_spiffe_id(one)?;
+            (*one).clone()
+        }
         [] if !subject.is_empty() => subject.clone(),
-        [] => return Err("client certificate has neither a URI SAN nor a subject".into()),
+        [] => return Err("client certificate has neither a SPIFFE ID nor a subject".into()),
         many => {
             return Err(format!(
-                "client certificate has {} URI SANs; its identity would be ambiguous",
+                "client certificate has {} SPIFFE IDs; its identity would be ambiguous",
                 many.len()
             ));
         }
     };
-    if identity.len() > MAX_IDENTITY_LEN || identity.chars().any(char::is_control) {
-        return Err(format!(
-            "client certificate identity is longer than {MAX_IDENTITY_LEN} bytes or has control characters"
-        ));
-    }
     Ok(RemoteCaller {
         identity,
         subject,
-        issuer: cert.issuer().to_string(),
+        issuer,
         uris,
         dns_names,
         fingerprint: hex::encode(Sha256::digest(leaf)),
         address: address.to_string(),
     })
+}
+
+/// `text`, if it is short and has no control or invisible formatting characters (it goes
+/// into Cedar and into every audit line of the connection).
+fn checked_text(what: &str, text: &str) -> Result<String, String> {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if text.len() > MAX_IDENTITY_LEN || text.chars().any(invisible) {
+        return Err(format!(
+            "client certificate {what} is longer than {MAX_IDENTITY_LEN} bytes or has control \
+             or invisible characters"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// A SPIFFE ID as the SPIFFE specification defines it: `spiffe://<trust domain>[/<path>]`,
+/// trust domain of lowercase letters, digits, `.`, `-`, `_`; path segments of letters, digits,
+/// `.`, `-`, `_`, none empty, `.` or `..`. Nothing percent-encoded, no query, fragment,
+/// user or port: one string per workload, so policies can compare and match it safely.
+pub fn check_spiffe_id(id: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("client certificate SPIFFE ID {id:?}: {why}"));
+    let Some(rest) = id.strip_prefix("spiffe://") else {
+        return bad("must start with spiffe:// (lowercase)");
+    };
+    if id.len() > 2048 {
+        return bad("longer than 2048 bytes");
+    }
+    let (domain, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if domain.is_empty()
+        || !domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+    {
+        return bad("the trust domain must be lowercase letters, digits, '.', '-' or '_'");
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    for segment in path[1..].split('/') {
+        let allowed = segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if segment.is_empty() || segment == "." || segment == ".." || !allowed {
+            return bad(
+                "path segments must be non-empty letters, digits, '.', '-' or '_' (not . or ..)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A distinguished name as an RFC 4514 string: the last RDN first, attribute types by their
+/// RFC 4514 names (others as dotted OIDs), multi-valued RDNs joined by `+`, and the special
+/// characters of values escaped, so that two different names never give one string. A value
+/// that is not a UTF-8-decodable string type is refused rather than shown some other way.
+pub fn dn_string(name: &x509_parser::x509::X509Name<'_>) -> Result<String, String> {
+    let mut rdns = Vec::new();
+    for rdn in name.iter_rdn() {
+        let mut parts = Vec::new();
+        for atv in rdn.iter() {
+            let oid = atv.attr_type().to_id_string();
+            let ty = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.6" => "C",
+                "2.5.4.9" => "STREET",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                other => other,
+            };
+            let value = atv.as_str().map_err(|_| {
+                format!("a name attribute ({ty}) is not a UTF-8 string; refusing to guess")
+            })?;
+            parts.push(format!("{ty}={}", escape_dn_value(value)));
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    Ok(rdns.join(","))
+}
+
+/// RFC 4514 section 2.4 escaping of an attribute value.
+fn escape_dn_value(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | ' ' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The listener's TLS settings, replaceable while it serves: on SIGHUP the service re-reads
@@ -369,6 +516,9 @@ pub struct TlsPeer(pub Arc<RemoteCaller>);
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     peer: TlsPeer,
+    /// When the connection is closed whatever it is doing: its maximum age (at which the
+    /// server already asked the client to go away) plus a grace period.
+    close_at: Pin<Box<tokio::time::Sleep>>,
     /// This connection's place under [`TlsConfig::max_connections`], freed when it closes.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -381,12 +531,27 @@ impl Connected for TlsConnection {
     }
 }
 
+impl TlsConnection {
+    fn expired(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // The server always has a read pending on a live connection, so polling the deadline
+        // here is enough for it to wake the connection when it passes.
+        match self.close_at.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "maximum connection age and grace period passed",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
 impl AsyncRead for TlsConnection {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.expired(cx)?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -397,6 +562,7 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.expired(cx)?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -413,6 +579,7 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.expired(cx)?;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -446,6 +613,10 @@ impl Refusal {
     }
 }
 
+/// How long a connection's last requests get after its maximum age before it is closed
+/// regardless (also the longest one remote request may take).
+pub const CLOSE_GRACE_SECS: u64 = 30;
+
 /// Bounds on the listener's work.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -453,6 +624,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Time after which a connection is closed whatever it is doing.
+    pub close_after: Duration,
 }
 
 impl Limits {
@@ -461,6 +634,11 @@ impl Limits {
         Self {
             handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
             max_connections: config.max_connections,
+            close_after: Duration::from_secs(
+                config
+                    .max_connection_age_secs
+                    .saturating_add(CLOSE_GRACE_SECS),
+            ),
         }
     }
 }
@@ -477,6 +655,7 @@ pub fn incoming(
     let Limits {
         handshake_timeout,
         max_connections,
+        close_after,
     } = limits;
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -539,6 +718,7 @@ pub fn incoming(
                         let conn = TlsConnection {
                             stream,
                             peer: TlsPeer(Arc::new(caller)),
+                            close_at: Box::pin(tokio::time::sleep(close_after)),
                             _slot: slot,
                         };
                         let _ = tx.send(Ok(conn)).await;
@@ -556,16 +736,35 @@ mod tests {
     use super::*;
     use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 
+    /// A client certificate: subject `CN=<cn>` then `O=Example` (DER order), these SANs.
     fn cert(cn: Option<&str>, sans: Vec<SanType>) -> Vec<u8> {
+        cert_with(
+            cn.map(|cn| {
+                vec![
+                    (DnType::CommonName, cn.into()),
+                    (DnType::OrganizationName, "Example".into()),
+                ]
+            })
+            .unwrap_or_default(),
+            sans,
+            true,
+        )
+    }
+
+    fn cert_with(
+        name: Vec<(DnType, rcgen::DnValue)>,
+        sans: Vec<SanType>,
+        client_auth: bool,
+    ) -> Vec<u8> {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        if let Some(cn) = cn {
-            params.distinguished_name.push(DnType::CommonName, cn);
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, "Example");
+        for (ty, value) in name {
+            params.distinguished_name.push(ty, value);
         }
         params.subject_alt_names = sans;
+        if client_auth {
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        }
         let key = KeyPair::generate().unwrap();
         params.self_signed(&key).unwrap().der().to_vec()
     }
@@ -579,44 +778,130 @@ mod tests {
     }
 
     #[test]
-    fn the_single_uri_san_is_the_identity() {
-        let der = cert(Some("w"), vec![uri("spiffe://example.org/a")]);
+    fn the_spiffe_id_is_the_identity() {
+        let der = cert(
+            Some("w"),
+            vec![
+                uri("https://example.org/docs"),
+                uri("spiffe://example.org/a"),
+            ],
+        );
         let c = identify(&der, addr()).unwrap();
         assert_eq!(c.identity, "spiffe://example.org/a");
-        assert_eq!(c.subject, "CN=w, O=Example");
-        assert_eq!(c.uris, vec!["spiffe://example.org/a".to_string()]);
+        assert_eq!(c.subject, "O=Example,CN=w", "RFC 4514: last RDN first");
+        assert_eq!(c.uris.len(), 2);
         assert_eq!(c.fingerprint, hex::encode(Sha256::digest(&der)));
         assert_eq!(c.address, "127.0.0.1:5000");
     }
 
     #[test]
-    fn without_a_uri_san_the_subject_is_the_identity() {
+    fn without_a_spiffe_id_the_rfc4514_subject_is_the_identity() {
         let der = cert(
             Some("batch"),
-            vec![SanType::DnsName("b.example.org".try_into().unwrap())],
+            vec![
+                SanType::DnsName("b.example.org".try_into().unwrap()),
+                uri("https://not-an-identity.example"),
+            ],
         );
         let c = identify(&der, addr()).unwrap();
-        assert_eq!(c.identity, "CN=batch, O=Example");
+        assert_eq!(c.identity, "O=Example,CN=batch");
         assert_eq!(c.dns_names, vec!["b.example.org".to_string()]);
     }
 
     #[test]
-    fn ambiguous_or_empty_identities_are_refused() {
-        let two = cert(Some("w"), vec![uri("spiffe://a/x"), uri("spiffe://a/y")]);
-        assert!(identify(&two, addr()).unwrap_err().contains("2 URI SANs"));
-        let none = cert(
-            None,
-            vec![SanType::DnsName("only-dns.example".try_into().unwrap())],
+    fn names_that_print_alike_give_different_identities() {
+        // One CN holding ", O=Example" against two RDNs; "+" inside a value against a
+        // multi-valued RDN can only be told apart by escaping.
+        let tricky = cert_with(
+            vec![(DnType::CommonName, "batch,O=Example".into())],
+            vec![],
+            true,
         );
-        assert!(
-            identify(&none, addr())
-                .unwrap_err()
-                .contains("neither a URI SAN nor a subject")
+        let plain = cert(Some("batch"), vec![]);
+        let (a, b) = (
+            identify(&tricky, addr()).unwrap().identity,
+            identify(&plain, addr()).unwrap().identity,
         );
-        let control = cert(Some("w"), vec![uri("spiffe://a/x%0A")]);
-        assert!(
-            identify(&control, addr()).is_ok(),
-            "percent-encoding is not a control"
+        assert_eq!(a, "CN=batch\\,O=Example");
+        assert_ne!(a, b);
+        let spaced = cert_with(
+            vec![(DnType::CommonName, " #lead+trail ".into())],
+            vec![],
+            true,
+        );
+        assert_eq!(
+            identify(&spaced, addr()).unwrap().identity,
+            "CN=\\ #lead\\+trail\\ "
+        );
+    }
+
+    #[test]
+    fn ambiguous_malformed_or_empty_identities_are_refused() {
+        let refused = |der: Vec<u8>, why: &str| {
+            let e = identify(&der, addr()).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        };
+        refused(
+            cert(Some("w"), vec![uri("spiffe://a/x"), uri("spiffe://a/y")]),
+            "2 SPIFFE IDs",
+        );
+        refused(
+            cert_with(
+                vec![],
+                vec![SanType::DnsName("only-dns.example".try_into().unwrap())],
+                true,
+            ),
+            "neither a SPIFFE ID nor a subject",
+        );
+        for bad in [
+            "spiffe://example.org/payments/../admin",
+            "spiffe://example.org/payments/%61dmin",
+            "spiffe://example.org//x",
+            "spiffe://Example.org/x",
+            "spiffe://example.org/x?y",
+            "spiffe://example.org:443/x",
+            "SPIFFE://example.org/x",
+            "spiffe:///x",
+        ] {
+            refused(cert(Some("w"), vec![uri(bad)]), "SPIFFE ID");
+        }
+        refused(
+            cert(Some("w"), vec![uri("spiffe://example.org/x\n")]),
+            "control or invisible",
+        );
+        refused(
+            cert(Some("w\u{202e}gpj.exe"), vec![]),
+            "control or invisible",
+        );
+        refused(
+            cert_with(
+                vec![(
+                    DnType::CommonName,
+                    rcgen::DnValue::TeletexString(
+                        rcgen::string::TeletexString::try_from("Jose").unwrap(),
+                    ),
+                )],
+                vec![],
+                true,
+            ),
+            "not a UTF-8 string",
+        );
+        refused(
+            cert_with(
+                vec![(DnType::CommonName, "w".into())],
+                vec![uri("spiffe://example.org/w")],
+                false,
+            ),
+            "clientAuth",
+        );
+        refused(
+            cert(
+                Some("w"),
+                (0..33)
+                    .map(|i| SanType::DnsName(format!("h{i}.example").try_into().unwrap()))
+                    .collect(),
+            ),
+            "more than 32",
         );
         assert!(identify(b"not a certificate", addr()).is_err());
     }
@@ -651,6 +936,7 @@ mod tests {
             Limits {
                 handshake_timeout: Duration::from_millis(200),
                 max_connections: 1,
+                close_after: Duration::from_secs(60),
             },
             Arc::new(move |why| {
                 let _ = tx.send(why);

@@ -90,10 +90,7 @@ struct EcPublic {
 /// SoftHSM2 2.6, when two processes create objects in one token directory at the same time,
 /// can list one object twice. Public key objects under one `CKA_ID` with the same curve and
 /// point are one public key, whichever handle is read; ones that differ are refused.
-fn find_public(
-    session: &Session,
-    key: &KeyRef,
-) -> Result<Option<EcPublic>, OpError> {
+fn find_public(session: &Session, key: &KeyRef) -> Result<Option<EcPublic>, OpError> {
     let mut first: Option<EcPublic> = None;
     let handles = find_all(session, ObjectClass::PUBLIC_KEY, key)?;
     for handle in &handles {

@@ -115,7 +115,8 @@ fn a_wrong_ca_a_plain_connection_or_a_bad_password_source_stop_start_up() {
             stranger.display()
         ),
     );
-    assert!(!ok && err.contains("certificate"), "{err}");
+    // (A CA with the same name but another key: the signature does not verify.)
+    assert!(!ok && err.contains("BadSignature"), "{err}");
 
     // No TLS: the server takes no plain TCP connection.
     let (ok, err) = check(dir, &format!("registry = \"{}\"\n{password}", db.url));
@@ -166,4 +167,37 @@ fn a_wrong_ca_a_plain_connection_or_a_bad_password_source_stop_start_up() {
     // The options make no sense for SQLite.
     let (ok, err) = check(dir, &format!("registry_tls_ca = \"{}\"\n", db.ca.display()));
     assert!(!ok && err.contains("postgres:// registry only"), "{err}");
+}
+
+#[test]
+fn a_server_certificate_for_another_host_is_refused() {
+    // The right CA, but a certificate that names db.invalid, not the 127.0.0.1 of the URL:
+    // chain checks alone would accept it (verify-ca); verify-full does not.
+    let ca = Ca::new("registry test CA");
+    let mut leaf = Leaf::server(9);
+    leaf.sans = vec![keywarden::testing::SanType::DnsName(
+        "db.invalid".try_into().unwrap(),
+    )];
+    let (cert, key) = ca.issue(&leaf);
+    let cluster = Cluster::start_tls(&cert, &key);
+    let with_password = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(cluster.create_database());
+    let dbname = with_password.rsplit('/').next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("db-ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let password_file = dir.path().join("db-password");
+    std::fs::write(&password_file, cluster.password()).unwrap();
+    let (ok, err) = check(
+        dir.path(),
+        &format!(
+            "registry = \"postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}\"\n\
+             registry_password = {{ file = \"{}\" }}\nregistry_tls_ca = \"{}\"\n",
+            cluster.port(),
+            password_file.display(),
+            ca_file.display()
+        ),
+    );
+    assert!(!ok && err.contains("not valid for name \"127.0.0.1\""), "{err}");
 }

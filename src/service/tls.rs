@@ -588,6 +588,82 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
+/// Handshakes in flight from one address at most.
+const MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
+
+/// One address's place among the handshakes in flight; given back when dropped.
+struct PerIp {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_PENDING_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Refusals need no certificate, so their log lines are rationed: at most
+/// [`REFUSAL_LOG_LINES_PER_SECOND`] a second, then one line saying how many went unlogged (the
+/// metric counts every one).
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// (second, lines logged in it, lines not logged).
+    window: std::sync::Mutex<(u64, u32, u64)>,
+}
+
+/// See [`RefusalLog`].
+const REFUSAL_LOG_LINES_PER_SECOND: u32 = 20;
+
+impl RefusalLog {
+    fn refused(&self, peer: SocketAddr, reason: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0 != now {
+            if w.2 > 0 {
+                tracing::info!(
+                    unlogged = w.2,
+                    "more TLS clients refused than logged in the last second"
+                );
+            }
+            *w = (now, 0, 0);
+        }
+        if w.1 < REFUSAL_LOG_LINES_PER_SECOND {
+            w.1 += 1;
+            tracing::info!(peer = %peer, reason = %reason, "TLS client refused");
+        } else {
+            w.2 += 1;
+        }
+    }
+}
+
 /// Why a connection was turned away (the `reason` label of `keywarden_tls_refused_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -597,7 +673,8 @@ pub enum Refusal {
     Timeout,
     /// The certificate verified but names no usable identity.
     Identity,
-    /// [`TlsConfig::max_connections`] connections were already open.
+    /// [`TlsConfig::max_connections`] connections were already open, or too many handshakes
+    /// were in flight (in all, or from the client's address).
     Limit,
 }
 
@@ -660,11 +737,10 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     let open = Arc::new(Semaphore::new(max_connections.max(1)));
+    let per_ip = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let log = Arc::new(RefusalLog::default());
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
-                return;
-            };
             let (tcp, address) = tokio::select! {
                 () = tx.closed() => return,
                 accepted = listener.accept() => match accepted {
@@ -677,19 +753,31 @@ pub fn incoming(
                     }
                 },
             };
+            // Handshakes in flight are bounded globally and per source address, and a
+            // connection over either bound is closed at once: accepting never stops, so peers
+            // that open connections and say nothing cannot starve the others.
+            let (Ok(permit), Some(per_ip)) = (
+                Arc::clone(&pending).try_acquire_owned(),
+                PerIp::take(&per_ip, address.ip()),
+            ) else {
+                log.refused(address, "too many handshakes in flight");
+                refused(Refusal::Limit);
+                continue;
+            };
             let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
-                tracing::warn!(peer = %address, max_connections, "TLS client refused: connection limit reached");
+                log.refused(address, "connection limit reached");
                 refused(Refusal::Limit);
                 continue;
             };
             // The settings in force when the connection arrived (SIGHUP may replace them).
             let acceptor = TlsAcceptor::from(Arc::clone(&configs.borrow()));
-            let (tx, refused) = (tx.clone(), Arc::clone(&refused));
+            let (tx, refused, log) = (tx.clone(), Arc::clone(&refused), Arc::clone(&log));
             tokio::spawn(async move {
                 let _permit = permit;
+                let _per_ip = per_ip;
                 let _ = tcp.set_nodelay(true);
                 let refuse = |why: Refusal, reason: String| {
-                    tracing::info!(peer = %address, reason = %reason, "TLS client refused");
+                    log.refused(address, &reason);
                     refused(why);
                 };
                 let stream =
@@ -906,8 +994,16 @@ mod tests {
         assert!(identify(b"not a certificate", addr()).is_err());
     }
 
-    #[tokio::test]
-    async fn a_client_that_never_finishes_the_handshake_is_dropped_at_the_timeout() {
+    type Listening = (
+        tempfile::TempDir,
+        SocketAddr,
+        mpsc::UnboundedReceiver<Refusal>,
+        ReceiverStream<io::Result<TlsConnection>>,
+    );
+
+    /// A listener with a throw-away certificate and `max_connections`; refusals arrive on the
+    /// returned channel.
+    async fn listening(max_connections: usize) -> Listening {
         let pki = tempfile::tempdir().unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
@@ -924,24 +1020,30 @@ mod tests {
             crls: vec![],
             handshake_timeout_secs: 1,
             max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
-            max_connections: 1,
+            max_connections,
         };
         let server = Reloadable::new(&config).unwrap();
         let listener = bind(config.listen).await.unwrap();
         let at = listener.local_addr().unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let _incoming = incoming(
+        let (tx, rx) = mpsc::unbounded_channel();
+        let incoming = incoming(
             listener,
             server.subscribe(),
             Limits {
                 handshake_timeout: Duration::from_millis(200),
-                max_connections: 1,
+                max_connections,
                 close_after: Duration::from_secs(60),
             },
             Arc::new(move |why| {
                 let _ = tx.send(why);
             }),
         );
+        (pki, at, rx, incoming)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_the_handshake_is_dropped_at_the_timeout() {
+        let (_pki, at, mut rx, _incoming) = listening(1).await;
         let started = std::time::Instant::now();
         let _silent = TcpStream::connect(at).await.unwrap();
         // The first holds the only slot (even before its handshake): the second is turned
@@ -951,5 +1053,32 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(200));
         assert_eq!(rx.recv().await, Some(Refusal::Timeout));
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_hold_more_than_its_share_of_pending_handshakes() {
+        let (_pki, at, mut rx, _incoming) = listening(1000).await;
+        let mut silent = Vec::new();
+        for _ in 0..MAX_PENDING_HANDSHAKES_PER_IP {
+            silent.push(TcpStream::connect(at).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        let _one_more = TcpStream::connect(at).await.unwrap();
+        assert_eq!(rx.recv().await, Some(Refusal::Limit));
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "refused at once"
+        );
+        // Then the silent ones time out and the address's share is free again.
+        for _ in 0..MAX_PENDING_HANDSHAKES_PER_IP {
+            assert_eq!(rx.recv().await, Some(Refusal::Timeout));
+        }
+        drop(silent);
+        let _again = TcpStream::connect(at).await.unwrap();
+        assert_eq!(
+            rx.recv().await,
+            Some(Refusal::Timeout),
+            "accepted, then timed out"
+        );
     }
 }

@@ -119,6 +119,13 @@ impl SecretSource {
                 ConfigError::Invalid(format!("{what}: environment variable {name}: {e}"))
             })?),
             Self::File(path) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "{what}: the file is readable by group or others; chmod 600 it"
+                    );
+                }
                 zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::Invalid(format!("{what}: file {}: {e}", path.display()))
                 })?)

@@ -199,5 +199,8 @@ fn a_server_certificate_for_another_host_is_refused() {
             ca_file.display()
         ),
     );
-    assert!(!ok && err.contains("not valid for name \"127.0.0.1\""), "{err}");
+    assert!(
+        !ok && err.contains("not valid for name \"127.0.0.1\""),
+        "{err}"
+    );
 }

@@ -38,6 +38,7 @@ fn process_dir() -> &'static ProcessDir {
             "{SOFTHSM2_MODULE} is missing: run scripts/setup (installs softhsm2)"
         );
         let dir = tempfile::Builder::new().prefix("kw-softhsm-").tempdir().unwrap();
+        remove_when_this_process_ends(dir.path());
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         let conf = dir.path().join("softhsm2.conf");
@@ -58,6 +59,24 @@ fn process_dir() -> &'static ProcessDir {
         }
         ProcessDir { dir, conf }
     })
+}
+
+/// The process-wide directory lives in a static, which Rust never drops: a detached shell
+/// waits for this process to end, however it ends, and then removes the directory.
+fn remove_when_this_process_ends(dir: &Path) {
+    let spawned = Command::new("sh")
+        .arg("-c")
+        .arg("while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; rm -rf \"$2\"")
+        .arg("kw-softhsm-cleanup")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    // Without the shell the directory merely stays behind in the temporary directory.
+    drop(spawned);
 }
 
 /// One freshly initialized SoftHSM2 token.

@@ -15,8 +15,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::client::TlsFiles;
 use crate::service::tls::{
-    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_MAX_CONNECTIONS,
-    TlsConfig,
+    CLOSE_GRACE_SECS, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTION_AGE_SECS,
+    DEFAULT_MAX_CONNECTIONS, TlsConfig,
 };
 
 /// A certificate authority that issues server and client certificates and CRLs.
@@ -222,6 +222,7 @@ impl Pki {
                 handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
                 max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                close_grace_secs: CLOSE_GRACE_SECS,
             },
             dir,
             client_ca,
@@ -243,7 +244,7 @@ impl Pki {
     pub fn toml(&self) -> String {
         let t = &self.server;
         format!(
-            "[tls]\nlisten = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrls = [{}]\nmax_connection_age_secs = {}\n",
+            "[tls]\nlisten = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrls = [{}]\nmax_connection_age_secs = {}\nclose_grace_secs = {}\n",
             t.listen,
             t.cert.display(),
             t.key.display(),
@@ -253,7 +254,8 @@ impl Pki {
                 .map(|c| format!("\"{}\"", c.display()))
                 .collect::<Vec<_>>()
                 .join(", "),
-            t.max_connection_age_secs
+            t.max_connection_age_secs,
+            t.close_grace_secs
         )
     }
 }

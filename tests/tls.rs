@@ -57,10 +57,18 @@ impl Remote {
 
     /// [`Remote::start`] with connections that last at most `max_age` seconds.
     fn start_aged(revoked: &[u64], max_age: Option<u64>) -> Self {
+        Self::start_tuned(revoked, max_age, None)
+    }
+
+    /// [`Remote::start_aged`], and connections closed `grace` seconds after their age.
+    fn start_tuned(revoked: &[u64], max_age: Option<u64>, grace: Option<u64>) -> Self {
         let (port, metrics) = (free_port(), free_port());
         let mut pki = Pki::new(([127, 0, 0, 1], port).into(), revoked);
         if let Some(age) = max_age {
             pki.server.max_connection_age_secs = age;
+        }
+        if let Some(grace) = grace {
+            pki.server.close_grace_secs = grace;
         }
         let policies = pki.dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
@@ -635,4 +643,64 @@ async fn sighup_picks_up_a_new_crl_and_a_broken_one_keeps_the_old() {
     // (clients reconnect transparently); nothing in the service panicked on the way.
     b_client.rpc().health(pb::HealthRequest {}).await.unwrap();
     assert!(!r.service.log().contains("panicked"), "{}", r.service.log());
+}
+
+/// A client that ignores GOAWAY and keeps a request open forever (headers sent, body never)
+/// cannot keep its connection, and so its once-verified certificate, past the maximum age
+/// plus the grace period: the server closes it (without the hard close, tonic would wait for
+/// the request's 30 s timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_ignores_goaway_is_cut_off_after_the_grace_period() {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let r = Remote::start_tuned(&[], Some(1), Some(1));
+    let files = r.client_files("stuck", Leaf::client(API, 30));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&files.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let port: u16 = r.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    let started = std::time::Instant::now();
+    let connection = tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::post("/keywarden.v1.KeyService/Sign")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_response, _body) = send.send_request(request, false).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), connection).await;
+    assert!(ended.is_ok(), "the connection was still open after 15 s");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(10),
+        "closed after {took:?}; expected about 2 s (age 1 s + grace 1 s)"
+    );
+    assert!(!r.service.log().contains("panicked"));
 }

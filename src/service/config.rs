@@ -342,6 +342,7 @@ impl Config {
                 1..=7 * 86_400,
             )?;
             check("max_connections", t.max_connections as u64, 1..=1_000_000)?;
+            check("close_grace_secs", t.close_grace_secs, 1..=3_600)?;
         }
         if !postgres && (file.registry_password.is_some() || file.registry_tls_ca.is_some()) {
             return Err(ConfigError::Invalid(

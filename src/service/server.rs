@@ -225,7 +225,7 @@ async fn serve_and_remove(
 /// Requests in flight on one TLS connection at most.
 pub const REMOTE_STREAMS_PER_CONNECTION: u32 = 64;
 /// How long one remote request may take.
-pub const REMOTE_REQUEST_TIMEOUT_SECS: u64 = tls::CLOSE_GRACE_SECS;
+pub const REMOTE_REQUEST_TIMEOUT_SECS: u64 = 30;
 
 /// Serves `service` to mutual-TLS clients on `listener` until `shutdown` completes; new
 /// connections use the settings `tls` holds at the time.
@@ -250,7 +250,7 @@ pub async fn serve_tls(
         // Revocation and expiry are checked at the handshake: bound how long one lasts, and
         // how long its last requests may take after that.
         // At the maximum age the server asks the client to go away (GOAWAY) and lets its
-        // requests finish; the connection itself closes CLOSE_GRACE_SECS later in any case
+        // requests finish; the connection itself closes close_grace_secs later in any case
         // (tls::TlsConnection). tonic's own grace would skip the GOAWAY.
         .max_connection_age(secs(tls.config().max_connection_age_secs))
         // What one verified client can hold: tonic otherwise lifts hyper's and h2's limits.
@@ -454,7 +454,14 @@ pub async fn run(config: Config, hardening: &HardeningOptions) -> Result<(), Ser
     }
     if let Some(task) = tls_server {
         // Connections get max_connection_age_grace to finish; do not wait past that.
-        let grace = std::time::Duration::from_secs(REMOTE_REQUEST_TIMEOUT_SECS + 5);
+        let grace = std::time::Duration::from_secs(
+            config
+                .tls
+                .as_ref()
+                .map_or(0, |t| t.close_grace_secs)
+                .max(REMOTE_REQUEST_TIMEOUT_SECS)
+                + 5,
+        );
         if tokio::time::timeout(grace, task).await.is_err() {
             tracing::warn!("TLS connections still open after the grace period; closing them");
         }

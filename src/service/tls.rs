@@ -31,6 +31,7 @@
 //! handshake_timeout_secs = 10                   # optional
 //! max_connection_age_secs = 600                 # optional: reconnect (and re-verify) after
 //! max_connections = 1024                        # optional: more are closed at once
+//! close_grace_secs = 30                         # optional: after the age, then closed
 //! ```
 //!
 //! On SIGHUP the files are read again (a renewed certificate, a fresh CRL); new connections
@@ -96,6 +97,14 @@ pub struct TlsConfig {
     /// refused, reason `limit`), so that clients cannot exhaust the service's descriptors.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Seconds a connection past its maximum age gets for its last requests before it is
+    /// closed whatever it is doing.
+    #[serde(default = "default_close_grace")]
+    pub close_grace_secs: u64,
+}
+
+fn default_close_grace() -> u64 {
+    CLOSE_GRACE_SECS
 }
 
 fn default_max_connections() -> usize {
@@ -690,8 +699,7 @@ impl Refusal {
     }
 }
 
-/// How long a connection's last requests get after its maximum age before it is closed
-/// regardless (also the longest one remote request may take).
+/// The default [`TlsConfig::close_grace_secs`].
 pub const CLOSE_GRACE_SECS: u64 = 30;
 
 /// Bounds on the listener's work.
@@ -714,7 +722,7 @@ impl Limits {
             close_after: Duration::from_secs(
                 config
                     .max_connection_age_secs
-                    .saturating_add(CLOSE_GRACE_SECS),
+                    .saturating_add(config.close_grace_secs),
             ),
         }
     }
@@ -1021,6 +1029,7 @@ mod tests {
             handshake_timeout_secs: 1,
             max_connection_age_secs: DEFAULT_MAX_CONNECTION_AGE_SECS,
             max_connections,
+            close_grace_secs: CLOSE_GRACE_SECS,
         };
         let server = Reloadable::new(&config).unwrap();
         let listener = bind(config.listen).await.unwrap();

@@ -73,6 +73,13 @@ fn two_processes_talk_over_a_channel_with_service_keys() {
         .nth(2)
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
+    // Keep draining the listener's stderr (a full pipe would block it) and keep it for the
+    // failure message.
+    let listener_err = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
     listener
         .stdin
         .take()
@@ -105,14 +112,38 @@ fn two_processes_talk_over_a_channel_with_service_keys() {
         .unwrap()
         .write_all(b"hello from a\n")
         .unwrap();
+    // A hang must fail this test with what the two ends said, not stall the suite: after 60 s
+    // both are killed.
+    let pids = [listener.id(), connect.id()];
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            for pid in pids {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            return true;
+        }
+        false
+    });
     let a_out = connect.wait_with_output().unwrap();
+    let b_out = listener.wait_with_output().unwrap();
+    let _ = done.send(());
+    let hung = watchdog.join().unwrap();
+    let b_err = listener_err.join().unwrap();
+    assert!(
+        !hung,
+        "the channel ends hung and were killed after 60 s; connect said: {}; listen said: {b_err}",
+        String::from_utf8_lossy(&a_out.stderr)
+    );
     assert!(
         a_out.status.success(),
         "connect: {}",
         String::from_utf8_lossy(&a_out.stderr)
     );
-    let b_out = listener.wait_with_output().unwrap();
-    assert!(b_out.status.success());
+    assert!(b_out.status.success(), "listen: {b_err}");
     assert_eq!(String::from_utf8_lossy(&a_out.stdout), "hello from b\n");
     assert_eq!(String::from_utf8_lossy(&b_out.stdout), "hello from a\n");
 }

@@ -119,13 +119,7 @@ impl SecretSource {
                 ConfigError::Invalid(format!("{what}: environment variable {name}: {e}"))
             })?),
             Self::File(path) => {
-                use std::os::unix::fs::PermissionsExt as _;
-                if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "{what}: the file is readable by group or others; chmod 600 it"
-                    );
-                }
+                warn_if_shared(path, what);
                 zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::Invalid(format!("{what}: file {}: {e}", path.display()))
                 })?)
@@ -136,6 +130,17 @@ impl SecretSource {
             return Err(ConfigError::Invalid(format!("{what}: {self:?} is empty")));
         }
         Ok(zeroize::Zeroizing::new(trimmed.to_owned()))
+    }
+}
+
+/// Logs a warning if the secret file at `path` is readable by group or others.
+pub(crate) fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(
+            path = %path.display(),
+            "{what}: the file is readable by group or others; chmod 600 it"
+        );
     }
 }
 
@@ -410,6 +415,69 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_values_out_of_range_are_refused_by_name() {
+        let tls =
+            "[tls]\nlisten = \"127.0.0.1:7443\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+        assert!(Config::from_toml(tls).unwrap().tls.is_some());
+        for (setting, name) in [
+            (
+                "handshake_timeout_secs = 0",
+                "tls.handshake_timeout_secs = 0",
+            ),
+            (
+                "max_connection_age_secs = 0",
+                "tls.max_connection_age_secs = 0",
+            ),
+            ("max_connections = 0", "tls.max_connections = 0"),
+            ("close_grace_secs = 0", "tls.close_grace_secs = 0"),
+            (
+                "handshake_timeout_secs = 100000",
+                "tls.handshake_timeout_secs = 100000",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("{tls}{setting}\n"))
+                .err()
+                .unwrap_or_else(|| panic!("{setting} accepted"))
+                .to_string();
+            assert!(e.contains(name), "{setting}: {e}");
+        }
+        let e = Config::from_toml(&format!("{tls}ciphers = \"all\"\n"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("ciphers"), "{e}");
+    }
+
+    #[test]
+    fn a_registry_password_source_says_what_is_wrong_and_never_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = SecretSource::File(empty)
+            .read("registry_password")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("registry_password") && e.contains("is empty"),
+            "{e}"
+        );
+        let missing = dir.path().join("missing");
+        let e = SecretSource::File(missing)
+            .read("registry_password")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing"), "{e}");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "s3cret-pw\r\n").unwrap();
+        let source = SecretSource::File(good);
+        assert_eq!(
+            source.read("registry_password").unwrap().as_str(),
+            "s3cret-pw"
+        );
+        assert!(!format!("{source:?}").contains("s3cret"));
+    }
 
     #[test]
     fn registry_passwords_never_show() {

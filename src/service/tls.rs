@@ -256,15 +256,7 @@ fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            "the TLS private key is readable by group or others; chmod 600 it"
-        );
-    }
+    crate::service::config::warn_if_shared(path, "TLS private key");
     // The parser's error never contains key material.
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_error("private key", path, e))
 }
